@@ -1,0 +1,96 @@
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+use crate::onnx::ModelProto;
+use crate::FormatError;
+
+/// Bounds checked while loading, before anything large is allocated.
+#[derive(Clone, Debug)]
+pub struct LoadLimits {
+    /// The largest model file (the protobuf itself, not external data).
+    pub max_model_bytes: u64,
+}
+
+impl Default for LoadLimits {
+    fn default() -> Self {
+        // protobuf itself cannot describe a message over 2 GiB
+        LoadLimits { max_model_bytes: 2 << 30 }
+    }
+}
+
+/// Decodes a model from the bytes of an .onnx file.
+pub fn decode_model(bytes: &[u8]) -> Result<ModelProto, FormatError> {
+    let model = ModelProto::decode(bytes)
+        .map_err(|e| FormatError(format!("not a valid ONNX model: {e}")))?;
+    if model.graph.is_none() {
+        return Err(FormatError("not a valid ONNX model: it has no graph".into()));
+    }
+    Ok(model)
+}
+
+/// Reads and decodes an .onnx file; also returns the folder that external
+/// data locations are relative to.
+pub fn load_model(path: &Path, limits: &LoadLimits) -> Result<(ModelProto, PathBuf), FormatError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| FormatError(format!("cannot read model '{}': {e}", path.display())))?;
+    if meta.is_dir() {
+        return Err(FormatError(format!("'{}' is a folder, not a model file", path.display())));
+    }
+    if meta.len() > limits.max_model_bytes {
+        return Err(FormatError(format!(
+            "model '{}' is {} bytes, over the limit of {} bytes",
+            path.display(),
+            meta.len(),
+            limits.max_model_bytes
+        )));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| FormatError(format!("cannot read model '{}': {e}", path.display())))?;
+    let model = decode_model(&bytes)
+        .map_err(|e| FormatError(format!("'{}': {}", path.display(), e.0)))?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+    Ok((model, dir))
+}
+
+/// Serialises a model to bytes.
+pub fn encode_model(model: &ModelProto) -> Vec<u8> {
+    model.encode_to_vec()
+}
+
+/// Writes a model to an .onnx file.
+pub fn save_model(model: &ModelProto, path: &Path) -> Result<(), FormatError> {
+    std::fs::write(path, encode_model(model))
+        .map_err(|e| FormatError(format!("cannot write model '{}': {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::{GraphProto, NodeProto};
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        let model = ModelProto {
+            ir_version: Some(8),
+            graph: Some(GraphProto {
+                name: Some("g".into()),
+                node: vec![NodeProto {
+                    op_type: Some("Relu".into()),
+                    input: vec!["x".into()],
+                    output: vec!["y".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let bytes = encode_model(&model);
+        assert_eq!(decode_model(&bytes).unwrap(), model);
+        assert!(decode_model(&bytes[..bytes.len() - 3]).is_err());
+        assert!(decode_model(&[0xff, 0xff, 0xff, 0x01]).is_err());
+        let err = load_model(Path::new("/nonexistent/model.onnx"), &LoadLimits::default());
+        assert!(err.unwrap_err().0.contains("cannot read model"));
+    }
+}
