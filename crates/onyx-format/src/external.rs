@@ -20,7 +20,10 @@ impl ExternalDataDir {
     fn resolve(&self, location: &str) -> Result<PathBuf, FormatError> {
         let rel = Path::new(location);
         let escapes = rel.components().any(|c| {
-            matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_))
+            matches!(
+                c,
+                Component::ParentDir | Component::RootDir | Component::Prefix(_)
+            )
         });
         if location.is_empty() || escapes {
             return Err(FormatError(format!(
@@ -28,7 +31,10 @@ impl ExternalDataDir {
             )));
         }
         let root = self.root.canonicalize().map_err(|e| {
-            FormatError(format!("cannot open model folder '{}': {e}", self.root.display()))
+            FormatError(format!(
+                "cannot open model folder '{}': {e}",
+                self.root.display()
+            ))
         })?;
         let path = root.join(rel).canonicalize().map_err(|e| {
             FormatError(format!("cannot open external data file '{location}': {e}"))
@@ -71,7 +77,9 @@ impl ExternalDataDir {
         let mut buf = vec![0u8; length as usize];
         file.seek(SeekFrom::Start(offset))
             .and_then(|_| file.read_exact(&mut buf))
-            .map_err(|e| FormatError(format!("cannot read external data file '{location}': {e}")))?;
+            .map_err(|e| {
+                FormatError(format!("cannot read external data file '{location}': {e}"))
+            })?;
         Ok(buf)
     }
 }
@@ -88,15 +96,31 @@ mod tests {
         let ext = ExternalDataDir::new(&dir);
         assert_eq!(ext.read("w.bin", 1, Some(2)).unwrap(), vec![2, 3]);
         assert_eq!(ext.read("w.bin", 0, None).unwrap(), vec![1, 2, 3, 4]);
-        assert!(ext.read("w.bin", 3, Some(2)).unwrap_err().0.contains("past the end"));
-        assert!(ext.read("../w.bin", 0, None).unwrap_err().0.contains("outside"));
-        assert!(ext.read("/etc/passwd", 0, None).unwrap_err().0.contains("outside"));
+        assert!(ext
+            .read("w.bin", 3, Some(2))
+            .unwrap_err()
+            .0
+            .contains("past the end"));
+        assert!(ext
+            .read("../w.bin", 0, None)
+            .unwrap_err()
+            .0
+            .contains("outside"));
+        assert!(ext
+            .read("/etc/passwd", 0, None)
+            .unwrap_err()
+            .0
+            .contains("outside"));
         #[cfg(unix)]
         {
             let link = dir.join("link.bin");
             let _ = std::fs::remove_file(&link);
             std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
-            assert!(ext.read("link.bin", 0, None).unwrap_err().0.contains("outside"));
+            assert!(ext
+                .read("link.bin", 0, None)
+                .unwrap_err()
+                .0
+                .contains("outside"));
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

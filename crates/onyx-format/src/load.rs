@@ -15,7 +15,9 @@ pub struct LoadLimits {
 impl Default for LoadLimits {
     fn default() -> Self {
         // protobuf itself cannot describe a message over 2 GiB
-        LoadLimits { max_model_bytes: 2 << 30 }
+        LoadLimits {
+            max_model_bytes: 2 << 30,
+        }
     }
 }
 
@@ -24,7 +26,9 @@ pub fn decode_model(bytes: &[u8]) -> Result<ModelProto, FormatError> {
     let model = ModelProto::decode(bytes)
         .map_err(|e| FormatError(format!("not a valid ONNX model: {e}")))?;
     if model.graph.is_none() {
-        return Err(FormatError("not a valid ONNX model: it has no graph".into()));
+        return Err(FormatError(
+            "not a valid ONNX model: it has no graph".into(),
+        ));
     }
     Ok(model)
 }
@@ -35,7 +39,10 @@ pub fn load_model(path: &Path, limits: &LoadLimits) -> Result<(ModelProto, PathB
     let meta = std::fs::metadata(path)
         .map_err(|e| FormatError(format!("cannot read model '{}': {e}", path.display())))?;
     if meta.is_dir() {
-        return Err(FormatError(format!("'{}' is a folder, not a model file", path.display())));
+        return Err(FormatError(format!(
+            "'{}' is a folder, not a model file",
+            path.display()
+        )));
     }
     if meta.len() > limits.max_model_bytes {
         return Err(FormatError(format!(
@@ -47,10 +54,17 @@ pub fn load_model(path: &Path, limits: &LoadLimits) -> Result<(ModelProto, PathB
     }
     let bytes = std::fs::read(path)
         .map_err(|e| FormatError(format!("cannot read model '{}': {e}", path.display())))?;
-    let model = decode_model(&bytes)
-        .map_err(|e| FormatError(format!("'{}': {}", path.display(), e.0)))?;
-    let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+    let model =
+        decode_model(&bytes).map_err(|e| FormatError(format!("'{}': {}", path.display(), e.0)))?;
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
     Ok((model, dir))
 }
 

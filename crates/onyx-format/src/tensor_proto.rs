@@ -42,12 +42,19 @@ fn pack(data: &Data, dtype: DType) -> Vec<u8> {
     };
     fields
         .chunks(per_byte)
-        .map(|c| c.iter().enumerate().fold(0u8, |acc, (i, &f)| acc | (f << (i * bits))))
+        .map(|c| {
+            c.iter()
+                .enumerate()
+                .fold(0u8, |acc, (i, &f)| acc | (f << (i * bits)))
+        })
         .collect()
 }
 
 fn from_le<T, const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-    bytes.chunks_exact(N).map(|c| f(c.try_into().expect("chunk of N bytes"))).collect()
+    bytes
+        .chunks_exact(N)
+        .map(|c| f(c.try_into().expect("chunk of N bytes")))
+        .collect()
 }
 
 /// Decodes little-endian raw bytes into storage for `dtype`.
@@ -83,7 +90,9 @@ fn data_from_raw(bytes: &[u8], dtype: DType, count: usize) -> Result<Data, Forma
         DType::Uint64 => Data::U64(from_le(bytes, u64::from_le_bytes)),
         DType::Bool => Data::Bool(bytes.iter().map(|&b| b != 0).collect()),
         DType::Complex64 | DType::Complex128 => {
-            return Err(FormatError(format!("element type {dtype} is not supported")))
+            return Err(FormatError(format!(
+                "element type {dtype} is not supported"
+            )))
         }
         _ => Data::U8(bytes.to_vec()),
     })
@@ -120,10 +129,15 @@ fn data_from_fields(t: &TensorProto, dtype: DType, count: usize) -> Result<Data,
         DType::Float16 => Data::F16(ints.iter().map(|&x| f16::from_bits(x as u16)).collect()),
         DType::BFloat16 => Data::BF16(ints.iter().map(|&x| bf16::from_bits(x as u16)).collect()),
         DType::String => Data::Str(
-            t.string_data.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect(),
+            t.string_data
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect(),
         ),
         DType::Complex64 | DType::Complex128 => {
-            return Err(FormatError(format!("element type {dtype} is not supported")))
+            return Err(FormatError(format!(
+                "element type {dtype} is not supported"
+            )))
         }
         // uint8 and the minifloats
         _ => Data::U8(ints.iter().map(|&x| x as u8).collect()),
@@ -139,7 +153,11 @@ fn external_bytes(t: &TensorProto, dir: Option<&ExternalDataDir>) -> Result<Vec<
     for entry in &t.external_data {
         let parse = |v: &str| {
             v.parse::<u64>().map_err(|_| {
-                FormatError(format!("tensor '{}': bad external data {} '{v}'", t.name(), entry.key()))
+                FormatError(format!(
+                    "tensor '{}': bad external data {} '{v}'",
+                    t.name(),
+                    entry.key()
+                ))
             })
         };
         match entry.key() {
@@ -150,7 +168,10 @@ fn external_bytes(t: &TensorProto, dir: Option<&ExternalDataDir>) -> Result<Vec<
         }
     }
     let location = location.ok_or_else(|| {
-        FormatError(format!("tensor '{}' has external data without a location", t.name()))
+        FormatError(format!(
+            "tensor '{}' has external data without a location",
+            t.name()
+        ))
     })?;
     let dir = dir.ok_or_else(|| {
         FormatError(format!(
@@ -158,7 +179,8 @@ fn external_bytes(t: &TensorProto, dir: Option<&ExternalDataDir>) -> Result<Vec<
             t.name()
         ))
     })?;
-    dir.read(location, offset, length).map_err(|e| FormatError(format!("tensor '{}': {e}", t.name())))
+    dir.read(location, offset, length)
+        .map_err(|e| FormatError(format!("tensor '{}': {e}", t.name())))
 }
 
 /// Converts a `TensorProto` to a tensor. `dir` is where external data may be
@@ -168,18 +190,31 @@ pub fn tensor_from_proto(
     dir: Option<&ExternalDataDir>,
 ) -> Result<Tensor, FormatError> {
     let dtype = DType::from_onnx(t.data_type()).ok_or_else(|| {
-        FormatError(format!("tensor '{}' has unknown element type {}", t.name(), t.data_type()))
+        FormatError(format!(
+            "tensor '{}' has unknown element type {}",
+            t.name(),
+            t.data_type()
+        ))
     })?;
     let shape = t
         .dims
         .iter()
         .map(|&d| usize::try_from(d))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| FormatError(format!("tensor '{}' has a negative dim in {:?}", t.name(), t.dims)))?;
+        .map_err(|_| {
+            FormatError(format!(
+                "tensor '{}' has a negative dim in {:?}",
+                t.name(),
+                t.dims
+            ))
+        })?;
     let count = numel(&shape)
         .ok_or_else(|| FormatError(format!("tensor '{}' has too many elements", t.name())))?;
     if t.segment.is_some() {
-        return Err(FormatError(format!("tensor '{}' is segmented, which is not supported", t.name())));
+        return Err(FormatError(format!(
+            "tensor '{}' is segmented, which is not supported",
+            t.name()
+        )));
     }
     let with_name = |e: FormatError| FormatError(format!("tensor '{}': {}", t.name(), e.0));
     let data = if t.data_location() == DataLocation::External {
@@ -267,11 +302,27 @@ mod tests {
         };
         let t = tensor_from_proto(&proto, None).unwrap();
         assert_eq!(t.as_slice::<f32>().unwrap(), &[1.0, 2.0]);
-        let short = TensorProto { dims: vec![3], ..proto.clone() };
-        assert!(tensor_from_proto(&short, None).unwrap_err().0.contains("3 float elements"));
-        let negative = TensorProto { dims: vec![-1], ..proto.clone() };
-        assert!(tensor_from_proto(&negative, None).unwrap_err().0.contains("negative"));
-        let huge = TensorProto { dims: vec![1 << 40, 1 << 40], float_data: vec![], ..proto };
+        let short = TensorProto {
+            dims: vec![3],
+            ..proto.clone()
+        };
+        assert!(tensor_from_proto(&short, None)
+            .unwrap_err()
+            .0
+            .contains("3 float elements"));
+        let negative = TensorProto {
+            dims: vec![-1],
+            ..proto.clone()
+        };
+        assert!(tensor_from_proto(&negative, None)
+            .unwrap_err()
+            .0
+            .contains("negative"));
+        let huge = TensorProto {
+            dims: vec![1 << 40, 1 << 40],
+            float_data: vec![],
+            ..proto
+        };
         assert!(tensor_from_proto(&huge, None).is_err());
     }
 }

@@ -45,23 +45,39 @@ fn sequence_from_proto(s: &SequenceProto) -> Result<Value, FormatError> {
 }
 
 fn map_from_proto(m: &MapProto) -> Result<Value, FormatError> {
-    let key_type = m.key_type.and_then(DType::from_onnx).unwrap_or(DType::Int64);
+    let key_type = m
+        .key_type
+        .and_then(DType::from_onnx)
+        .unwrap_or(DType::Int64);
     let keys = if key_type == DType::String {
-        let keys = m.string_keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+        let keys = m
+            .string_keys
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
         Tensor::from_vec(vec![m.string_keys.len()], keys)?
     } else {
         Tensor::from_vec(vec![m.keys.len()], m.keys.clone())?
     };
     let values = match &m.values {
         Some(s) => sequence_from_proto(s)?,
-        None => Value::Sequence { elem_dtype: None, items: vec![] },
+        None => Value::Sequence {
+            elem_dtype: None,
+            items: vec![],
+        },
     };
-    Ok(Value::Map(MapValue { keys, values: Box::new(values) }))
+    Ok(Value::Map(MapValue {
+        keys,
+        values: Box::new(values),
+    }))
 }
 
 fn optional_from_proto(o: &OptionalProto) -> Result<Value, FormatError> {
     let inner = match o.elem_type.unwrap_or(0) {
-        ELEM_TENSOR => o.tensor_value.as_ref().map(|t| tensor_from_proto(t, None).map(Value::Tensor)),
+        ELEM_TENSOR => o
+            .tensor_value
+            .as_ref()
+            .map(|t| tensor_from_proto(t, None).map(Value::Tensor)),
         ELEM_SEQUENCE => o.sequence_value.as_ref().map(sequence_from_proto),
         ELEM_MAP => o.map_value.as_ref().map(map_from_proto),
         ELEM_OPTIONAL => o.optional_value.as_deref().map(optional_from_proto),
@@ -76,7 +92,10 @@ pub fn decode_value_file(bytes: &[u8], kind: ValueKind) -> Result<(String, Value
     match kind {
         ValueKind::Tensor => {
             let t = TensorProto::decode(bytes).map_err(|e| decode_err("TensorProto", e))?;
-            Ok((t.name().to_string(), Value::Tensor(tensor_from_proto(&t, None)?)))
+            Ok((
+                t.name().to_string(),
+                Value::Tensor(tensor_from_proto(&t, None)?),
+            ))
         }
         ValueKind::Sequence => {
             let s = SequenceProto::decode(bytes).map_err(|e| decode_err("SequenceProto", e))?;
@@ -94,7 +113,11 @@ pub fn decode_value_file(bytes: &[u8], kind: ValueKind) -> Result<(String, Value
 }
 
 fn sequence_to_proto(items: &[Value], name: Option<String>) -> SequenceProto {
-    let mut s = SequenceProto { name, elem_type: Some(ELEM_TENSOR), ..Default::default() };
+    let mut s = SequenceProto {
+        name,
+        elem_type: Some(ELEM_TENSOR),
+        ..Default::default()
+    };
     for item in items {
         match item {
             Value::Tensor(t) => s.tensor_values.push(tensor_to_proto(t, "")),
@@ -108,7 +131,8 @@ fn sequence_to_proto(items: &[Value], name: Option<String>) -> SequenceProto {
             }
             Value::Optional(o) => {
                 s.elem_type = Some(ELEM_OPTIONAL);
-                s.optional_values.push(optional_to_proto(o.as_deref(), None));
+                s.optional_values
+                    .push(optional_to_proto(o.as_deref(), None));
             }
         }
     }
@@ -116,7 +140,11 @@ fn sequence_to_proto(items: &[Value], name: Option<String>) -> SequenceProto {
 }
 
 fn map_to_proto(m: &MapValue, name: Option<String>) -> MapProto {
-    let mut p = MapProto { name, key_type: Some(m.keys.dtype().onnx_code()), ..Default::default() };
+    let mut p = MapProto {
+        name,
+        key_type: Some(m.keys.dtype().onnx_code()),
+        ..Default::default()
+    };
     match m.keys.as_slice::<String>() {
         Ok(keys) => p.string_keys = keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
         Err(_) => p.keys = m.keys.to_i64_vec().unwrap_or_default(),
@@ -128,7 +156,11 @@ fn map_to_proto(m: &MapValue, name: Option<String>) -> MapProto {
 }
 
 fn optional_to_proto(v: Option<&Value>, name: Option<String>) -> OptionalProto {
-    let mut o = OptionalProto { name, elem_type: Some(0), ..Default::default() };
+    let mut o = OptionalProto {
+        name,
+        elem_type: Some(0),
+        ..Default::default()
+    };
     match v {
         None => {}
         Some(Value::Tensor(t)) => {
@@ -169,16 +201,25 @@ mod tests {
     #[test]
     fn sequences_and_optionals_round_trip() {
         let t = Tensor::from_vec(vec![2], vec![1f32, 2.0]).unwrap();
-        let seq = Value::Sequence { elem_dtype: Some(DType::Float), items: vec![t.clone().into()] };
+        let seq = Value::Sequence {
+            elem_dtype: Some(DType::Float),
+            items: vec![t.clone().into()],
+        };
         let bytes = value_to_proto_bytes(&seq, "s");
         let (name, back) = decode_value_file(&bytes, ValueKind::Sequence).unwrap();
         assert_eq!(name, "s");
         assert_eq!(back, seq);
         let opt = Value::Optional(Some(Box::new(t.into())));
         let bytes = value_to_proto_bytes(&opt, "o");
-        assert_eq!(decode_value_file(&bytes, ValueKind::Optional).unwrap().1, opt);
+        assert_eq!(
+            decode_value_file(&bytes, ValueKind::Optional).unwrap().1,
+            opt
+        );
         let empty = Value::Optional(None);
         let bytes = value_to_proto_bytes(&empty, "e");
-        assert_eq!(decode_value_file(&bytes, ValueKind::Optional).unwrap().1, empty);
+        assert_eq!(
+            decode_value_file(&bytes, ValueKind::Optional).unwrap().1,
+            empty
+        );
     }
 }

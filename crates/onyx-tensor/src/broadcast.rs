@@ -78,7 +78,10 @@ mod tests {
 
     #[test]
     fn broadcasts_like_numpy() {
-        assert_eq!(broadcast_shapes(&[&[2, 1, 3], &[4, 1]]).unwrap(), vec![2, 4, 3]);
+        assert_eq!(
+            broadcast_shapes(&[&[2, 1, 3], &[4, 1]]).unwrap(),
+            vec![2, 4, 3]
+        );
         assert_eq!(broadcast_shapes(&[&[], &[5]]).unwrap(), vec![5]);
         assert!(broadcast_shapes(&[&[2], &[3]]).is_err());
         assert_eq!(broadcast_shapes(&[&[0, 1], &[1, 4]]).unwrap(), vec![0, 4]);
@@ -93,7 +96,14 @@ mod tests {
         for_each_broadcast_index(&out, [&a, &b], |i, [oa, ob]| seen.push((i, oa, ob)));
         assert_eq!(
             seen,
-            vec![(0, 0, 0), (1, 0, 1), (2, 0, 2), (3, 1, 0), (4, 1, 1), (5, 1, 2)]
+            vec![
+                (0, 0, 0),
+                (1, 0, 1),
+                (2, 0, 2),
+                (3, 1, 0),
+                (4, 1, 1),
+                (5, 1, 2)
+            ]
         );
     }
 }

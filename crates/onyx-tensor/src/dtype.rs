@@ -68,12 +68,18 @@ impl DType {
 
     /// The `TensorProto.DataType` number.
     pub fn onnx_code(self) -> i32 {
-        ALL.iter().find(|(d, _, _)| *d == self).map(|(_, c, _)| *c).unwrap_or(0)
+        ALL.iter()
+            .find(|(d, _, _)| *d == self)
+            .map(|(_, c, _)| *c)
+            .unwrap_or(0)
     }
 
     /// The lower-case name ONNX uses in type strings such as `tensor(float)`.
     pub fn name(self) -> &'static str {
-        ALL.iter().find(|(d, _, _)| *d == self).map(|(_, _, n)| *n).unwrap_or("undefined")
+        ALL.iter()
+            .find(|(d, _, _)| *d == self)
+            .map(|(_, _, n)| *n)
+            .unwrap_or("undefined")
     }
 
     pub fn is_float(self) -> bool {
@@ -102,7 +108,12 @@ impl DType {
     pub fn is_unsigned_int(self) -> bool {
         matches!(
             self,
-            DType::Uint8 | DType::Uint16 | DType::Uint32 | DType::Uint64 | DType::Uint4 | DType::Uint2
+            DType::Uint8
+                | DType::Uint16
+                | DType::Uint32
+                | DType::Uint64
+                | DType::Uint4
+                | DType::Uint2
         )
     }
 

@@ -41,7 +41,12 @@ impl Format {
             DType::Float4E2M1 => (2, 1, 1, Special::Finite),
             _ => return None,
         };
-        Some(Format { exp_bits, man_bits, bias, special })
+        Some(Format {
+            exp_bits,
+            man_bits,
+            bias,
+            special,
+        })
     }
 
     fn has_sign(self) -> bool {
@@ -198,12 +203,22 @@ mod tests {
     fn decodes_known_values() {
         assert_eq!(minifloat_to_f32(DType::Float8E4M3FN, 0x7E), Some(448.0));
         assert_eq!(minifloat_to_f32(DType::Float8E4M3FN, 0x38), Some(1.0));
-        assert_eq!(minifloat_to_f32(DType::Float8E4M3FN, 0x01), Some(2f32.powi(-9)));
-        assert!(minifloat_to_f32(DType::Float8E4M3FN, 0xFF).unwrap().is_nan());
+        assert_eq!(
+            minifloat_to_f32(DType::Float8E4M3FN, 0x01),
+            Some(2f32.powi(-9))
+        );
+        assert!(minifloat_to_f32(DType::Float8E4M3FN, 0xFF)
+            .unwrap()
+            .is_nan());
         assert_eq!(minifloat_to_f32(DType::Float8E5M2, 0x7B), Some(57344.0));
-        assert_eq!(minifloat_to_f32(DType::Float8E5M2, 0x7C), Some(f32::INFINITY));
+        assert_eq!(
+            minifloat_to_f32(DType::Float8E5M2, 0x7C),
+            Some(f32::INFINITY)
+        );
         assert_eq!(minifloat_to_f32(DType::Float8E4M3FNUZ, 0x7F), Some(240.0));
-        assert!(minifloat_to_f32(DType::Float8E4M3FNUZ, 0x80).unwrap().is_nan());
+        assert!(minifloat_to_f32(DType::Float8E4M3FNUZ, 0x80)
+            .unwrap()
+            .is_nan());
         assert_eq!(minifloat_to_f32(DType::Float8E5M2FNUZ, 0x7F), Some(57344.0));
         assert_eq!(minifloat_to_f32(DType::Float4E2M1, 0x7), Some(6.0));
         assert_eq!(minifloat_to_f32(DType::Float4E2M1, 0xF), Some(-6.0));
@@ -224,8 +239,14 @@ mod tests {
         let e5 = DType::Float8E5M2;
         assert_eq!(minifloat_from_f32(e5, f32::INFINITY, false), Some(0x7C));
         assert_eq!(minifloat_from_f32(e5, f32::INFINITY, true), Some(0x7B));
-        assert_eq!(minifloat_from_f32(DType::Float8E4M3FNUZ, -0.0, true), Some(0));
+        assert_eq!(
+            minifloat_from_f32(DType::Float8E4M3FNUZ, -0.0, true),
+            Some(0)
+        );
         assert_eq!(minifloat_from_f32(DType::Float4E2M1, 5.0, true), Some(0x6));
-        assert_eq!(minifloat_from_f32(DType::Float4E2M1, -100.0, false), Some(0xF));
+        assert_eq!(
+            minifloat_from_f32(DType::Float4E2M1, -100.0, false),
+            Some(0xF)
+        );
     }
 }

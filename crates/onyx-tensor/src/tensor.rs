@@ -80,7 +80,9 @@ impl Data {
             DType::Bool => Data::Bool(vec![false; len]),
             DType::String => Data::Str(vec![String::new(); len]),
             DType::Complex64 | DType::Complex128 => {
-                return Err(TensorError(format!("element type {dtype} is not supported")))
+                return Err(TensorError(format!(
+                    "element type {dtype} is not supported"
+                )))
             }
         })
     }
@@ -136,10 +138,12 @@ impl Tensor {
                 data.len()
             )));
         }
-        let storage_ok = std::mem::discriminant(&data)
-            == std::mem::discriminant(&Data::zeros(dtype, 0)?);
+        let storage_ok =
+            std::mem::discriminant(&data) == std::mem::discriminant(&Data::zeros(dtype, 0)?);
         if !storage_ok {
-            return Err(TensorError(format!("storage does not hold {dtype} elements")));
+            return Err(TensorError(format!(
+                "storage does not hold {dtype} elements"
+            )));
         }
         Ok(Tensor { dtype, shape, data })
     }
@@ -151,14 +155,22 @@ impl Tensor {
 
     /// A rank-0 tensor holding one value.
     pub fn scalar<T: Elem>(value: T) -> Tensor {
-        Tensor { dtype: T::DTYPE, shape: vec![], data: T::into_data(vec![value]) }
+        Tensor {
+            dtype: T::DTYPE,
+            shape: vec![],
+            data: T::into_data(vec![value]),
+        }
     }
 
     /// A tensor of `dtype` filled with zeros (false, "").
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor, TensorError> {
         let n = numel(&shape)
             .ok_or_else(|| TensorError(format!("shape {shape:?} has too many elements")))?;
-        Ok(Tensor { dtype, shape, data: Data::zeros(dtype, n)? })
+        Ok(Tensor {
+            dtype,
+            shape,
+            data: Data::zeros(dtype, n)?,
+        })
     }
 
     pub fn dtype(&self) -> DType {
@@ -196,7 +208,11 @@ impl Tensor {
     /// The elements as a slice of `T`, or an error naming both types.
     pub fn as_slice<T: Elem>(&self) -> Result<&[T], TensorError> {
         T::slice(&self.data).ok_or_else(|| {
-            TensorError(format!("expected a tensor of {} but got {}", T::DTYPE, self.dtype))
+            TensorError(format!(
+                "expected a tensor of {} but got {}",
+                T::DTYPE,
+                self.dtype
+            ))
         })
     }
 
@@ -242,7 +258,9 @@ impl Tensor {
             Data::U64(v) => v.iter().map(|&x| x as f64).collect(),
             Data::Bool(v) => v.iter().map(|&x| f64::from(u8::from(x))).collect(),
             Data::Str(_) => {
-                return Err(TensorError("expected a numeric tensor but got string".into()))
+                return Err(TensorError(
+                    "expected a numeric tensor but got string".into(),
+                ))
             }
         })
     }

@@ -13,7 +13,10 @@ pub struct MapValue {
 pub enum Value {
     Tensor(Tensor),
     /// A sequence of tensors; `elem_dtype` is kept so an empty one still has a type.
-    Sequence { elem_dtype: Option<DType>, items: Vec<Value> },
+    Sequence {
+        elem_dtype: Option<DType>,
+        items: Vec<Value>,
+    },
     Map(MapValue),
     /// An optional value; `None` is the empty optional.
     Optional(Option<Box<Value>>),

@@ -1,0 +1,187 @@
+//! Operators: the `Kernel` trait, the registry that maps (domain, op_type)
+//! to a builder, and one file per operator family.
+//!
+//! A builder runs once per node when a session is built: it reads and checks
+//! the attributes for the node's opset version and returns a kernel. The
+//! kernel's `run` is the hot path and sees only inputs.
+
+mod util;
+
+mod activation;
+mod cast;
+mod control;
+mod conv;
+mod elementwise;
+mod generator;
+mod index;
+mod logic;
+mod matmul;
+mod misc;
+mod norm;
+mod pool;
+mod quant;
+mod reduce;
+mod resize;
+mod sequence;
+mod shape;
+
+pub use util::*;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use onyx_tensor::{TensorError, Value};
+
+use crate::exec::Frame;
+use crate::ir::{AttrError, Graph, Node};
+use crate::plan::{Plan, Planner};
+use crate::Limits;
+
+/// A failure inside an operator, as one line; the executor adds the node's name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpError(pub String);
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<TensorError> for OpError {
+    fn from(e: TensorError) -> OpError {
+        OpError(e.0)
+    }
+}
+
+impl From<AttrError> for OpError {
+    fn from(e: AttrError) -> OpError {
+        OpError(e.0)
+    }
+}
+
+impl From<crate::Error> for OpError {
+    fn from(e: crate::Error) -> OpError {
+        OpError(e.message)
+    }
+}
+
+pub type OpResult<T> = Result<T, OpError>;
+
+/// Builds an `OpError` from a format string.
+#[macro_export]
+macro_rules! op_err {
+    ($($arg:tt)*) => { $crate::ops::OpError(format!($($arg)*)) };
+}
+
+/// A built operator, ready to run many times (from many threads at once).
+pub trait Kernel: Send + Sync {
+    /// Computes the outputs; `inputs[i]` is None for an omitted optional input.
+    fn run(&self, ctx: &RunCtx, inputs: &[Option<&Value>]) -> OpResult<Vec<Value>>;
+}
+
+/// Any suitable closure is a kernel: builders capture their parsed attributes.
+impl<F> Kernel for F
+where
+    F: Fn(&RunCtx, &[Option<&Value>]) -> OpResult<Vec<Value>> + Send + Sync,
+{
+    fn run(&self, ctx: &RunCtx, inputs: &[Option<&Value>]) -> OpResult<Vec<Value>> {
+        self(ctx, inputs)
+    }
+}
+
+/// What a builder sees: the node, its opset version, and a way to compile subgraphs.
+pub struct BuildCtx<'a> {
+    pub node: &'a Node,
+    /// The version of the node's domain the model imports.
+    pub opset: i64,
+    pub(crate) planner: &'a Planner<'a>,
+}
+
+impl BuildCtx<'_> {
+    /// Compiles a subgraph held by this node; it may read the enclosing scopes.
+    pub fn subgraph(&self, graph: &Graph) -> OpResult<Arc<Plan>> {
+        self.planner
+            .subplan(graph)
+            .map(Arc::new)
+            .map_err(OpError::from)
+    }
+
+    /// The required graph attribute `name`, compiled.
+    pub fn subgraph_attr(&self, name: &str) -> OpResult<Arc<Plan>> {
+        let g = self
+            .node
+            .attr_graph(name)?
+            .ok_or_else(|| op_err!("missing graph attribute '{name}'"))?;
+        self.subgraph(&g)
+    }
+}
+
+/// What a kernel sees while it runs.
+pub struct RunCtx<'a> {
+    pub(crate) frame: &'a Frame<'a>,
+    pub limits: &'a Limits,
+}
+
+impl RunCtx<'_> {
+    /// Runs a compiled subgraph whose outer scope is the current graph.
+    pub fn run_subgraph(&self, plan: &Plan, inputs: Vec<Option<Value>>) -> OpResult<Vec<Value>> {
+        plan.run(inputs, Some(self.frame), self.limits)
+            .map_err(OpError::from)
+    }
+
+    /// Fails, naming the limit, if a tensor of `elements` x `elem_bytes` is over it.
+    pub fn check_alloc(&self, elements: usize, elem_bytes: usize) -> OpResult<()> {
+        self.limits
+            .check_tensor(elements, elem_bytes)
+            .map_err(OpError::from)
+    }
+}
+
+pub type BuildFn = fn(&BuildCtx) -> OpResult<Box<dyn Kernel>>;
+
+/// Operator builders by (domain, op_type).
+#[derive(Default)]
+pub struct Registry {
+    builders: HashMap<(&'static str, &'static str), BuildFn>,
+}
+
+impl Registry {
+    pub fn add(&mut self, domain: &'static str, op_type: &'static str, build: BuildFn) {
+        self.builders.insert((domain, op_type), build);
+    }
+
+    pub fn get(&self, domain: &str, op_type: &str) -> Option<BuildFn> {
+        self.builders.get(&(domain, op_type)).copied()
+    }
+
+    pub fn contains(&self, domain: &str, op_type: &str) -> bool {
+        self.get(domain, op_type).is_some()
+    }
+
+    /// Every operator Onyx implements.
+    pub fn global() -> &'static Registry {
+        static REGISTRY: OnceLock<Registry> = OnceLock::new();
+        REGISTRY.get_or_init(|| {
+            let mut r = Registry::default();
+            activation::register(&mut r);
+            cast::register(&mut r);
+            control::register(&mut r);
+            conv::register(&mut r);
+            elementwise::register(&mut r);
+            generator::register(&mut r);
+            index::register(&mut r);
+            logic::register(&mut r);
+            matmul::register(&mut r);
+            misc::register(&mut r);
+            norm::register(&mut r);
+            pool::register(&mut r);
+            quant::register(&mut r);
+            reduce::register(&mut r);
+            resize::register(&mut r);
+            sequence::register(&mut r);
+            shape::register(&mut r);
+            r
+        })
+    }
+}

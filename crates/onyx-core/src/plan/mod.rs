@@ -1,0 +1,333 @@
+//! Turns a graph into a `Plan`: nodes in dependency order, each with a built
+//! kernel, its inputs resolved to where they live at run time, and the
+//! values each step may free because nothing later reads them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use onyx_tensor::Value;
+
+use crate::ir::{Graph, Node, ValueInfo};
+use crate::ops::{BuildCtx, Kernel, Registry};
+use crate::{Error, ErrorKind, Result};
+
+/// Where a value comes from at run time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    /// A value computed during the run (or fed as an input).
+    Slot(usize),
+    /// An initializer or constant, owned by the plan.
+    Const(usize),
+    /// A name from an enclosing graph (subgraphs only).
+    Outer(String),
+}
+
+pub(crate) struct Step {
+    pub(crate) node: Node,
+    pub(crate) kernel: Box<dyn Kernel>,
+    pub(crate) inputs: Vec<Option<Source>>,
+    /// Slot per output; None for an unused output name ("").
+    pub(crate) outputs: Vec<Option<usize>>,
+    /// Slots whose last reader is this step.
+    pub(crate) frees: Vec<usize>,
+}
+
+/// A graph input: the slot it fills, and the initializer that stands in
+/// when the caller does not feed it.
+pub(crate) struct PlanInput {
+    pub(crate) info: ValueInfo,
+    pub(crate) slot: usize,
+    pub(crate) default: Option<usize>,
+}
+
+/// A compiled graph, immutable and shareable between threads.
+pub struct Plan {
+    pub(crate) inputs: Vec<PlanInput>,
+    pub(crate) outputs: Vec<(ValueInfo, Source)>,
+    pub(crate) consts: Vec<Value>,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) slot_count: usize,
+    /// Name -> where it lives, for lookups from subgraphs.
+    pub(crate) names: HashMap<String, Source>,
+}
+
+impl Plan {
+    /// The graph inputs, in order (including those with an initializer).
+    pub fn input_infos(&self) -> impl Iterator<Item = (&ValueInfo, bool)> {
+        self.inputs.iter().map(|i| (&i.info, i.default.is_some()))
+    }
+
+    pub fn output_infos(&self) -> impl Iterator<Item = &ValueInfo> {
+        self.outputs.iter().map(|(i, _)| i)
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.steps.len()
+    }
+}
+
+/// Builds plans for a model's graph and its subgraphs.
+pub(crate) struct Planner<'a> {
+    pub(crate) opsets: &'a BTreeMap<String, i64>,
+    pub(crate) registry: &'a Registry,
+}
+
+fn graph_err(msg: String) -> Error {
+    Error::new(ErrorKind::InvalidGraph, msg)
+}
+
+/// Names a graph reads from enclosing scopes: read by its nodes (or their
+/// subgraphs) but defined nowhere inside it.
+pub fn free_names(g: &Graph) -> Vec<String> {
+    let mut defined: HashSet<&str> = HashSet::new();
+    defined.extend(g.inputs.iter().map(|i| i.name.as_str()));
+    defined.extend(g.initializers.iter().map(|(n, _)| n.as_str()));
+    for n in &g.nodes {
+        defined.extend(n.outputs.iter().map(String::as_str));
+    }
+    let mut free = Vec::new();
+    let mut seen = HashSet::new();
+    let mut note = |name: &str, free: &mut Vec<String>| {
+        if !name.is_empty() && !defined.contains(name) && seen.insert(name.to_string()) {
+            free.push(name.to_string());
+        }
+    };
+    for n in &g.nodes {
+        for i in &n.inputs {
+            note(i, &mut free);
+        }
+        for sub in n.subgraphs() {
+            for name in free_names(sub) {
+                note(&name, &mut free);
+            }
+        }
+    }
+    for o in &g.outputs {
+        note(&o.name, &mut free);
+    }
+    free
+}
+
+/// Everything a node reads: its inputs and its subgraphs' free names.
+fn node_reads(n: &Node) -> Vec<String> {
+    let mut reads: Vec<String> = n.inputs.iter().filter(|i| !i.is_empty()).cloned().collect();
+    for sub in n.subgraphs() {
+        reads.extend(free_names(sub));
+    }
+    reads
+}
+
+/// Orders nodes so that each comes after the producers of what it reads.
+fn topo_order(g: &Graph) -> Result<Vec<usize>> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        for o in n.outputs.iter().filter(|o| !o.is_empty()) {
+            if producer.insert(o, i).is_some() {
+                return Err(graph_err(format!(
+                    "{}: output '{o}' is also produced by another node",
+                    n.describe()
+                )));
+            }
+        }
+    }
+    let mut indegree = vec![0usize; g.nodes.len()];
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); g.nodes.len()];
+    for (i, n) in g.nodes.iter().enumerate() {
+        let mut deps: Vec<usize> = node_reads(n)
+            .iter()
+            .filter_map(|r| producer.get(r.as_str()).copied())
+            .collect();
+        deps.sort_unstable();
+        deps.dedup();
+        for d in deps {
+            indegree[i] += 1;
+            users[d].push(i);
+        }
+    }
+    // Kahn's algorithm, taking ready nodes in file order for stable plans.
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..g.nodes.len()).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(g.nodes.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &u in &users[i] {
+            indegree[u] -= 1;
+            if indegree[u] == 0 {
+                ready.insert(u);
+            }
+        }
+    }
+    if order.len() != g.nodes.len() {
+        let stuck = (0..g.nodes.len()).find(|&i| indegree[i] > 0).unwrap_or(0);
+        return Err(graph_err(format!(
+            "the graph has a cycle through {}",
+            g.nodes[stuck].describe()
+        )));
+    }
+    Ok(order)
+}
+
+impl Planner<'_> {
+    pub(crate) fn plan(&self, g: &Graph) -> Result<Plan> {
+        self.build(g, false)
+    }
+
+    pub(crate) fn subplan(&self, g: &Graph) -> Result<Plan> {
+        self.build(g, true)
+    }
+
+    fn build_kernel(&self, node: &Node) -> Result<Box<dyn Kernel>> {
+        let build = self
+            .registry
+            .get(&node.domain, &node.op_type)
+            .ok_or_else(|| {
+                let domain = if node.domain.is_empty() {
+                    "ai.onnx"
+                } else {
+                    &node.domain
+                };
+                Error::new(
+                    ErrorKind::NotImplemented,
+                    format!(
+                        "{}: operator {domain}.{} is not supported",
+                        node.describe(),
+                        node.op_type
+                    ),
+                )
+            })?;
+        let opset = *self.opsets.get(&node.domain).ok_or_else(|| {
+            graph_err(format!(
+                "{}: the model does not import the domain '{}'",
+                node.describe(),
+                node.domain
+            ))
+        })?;
+        let ctx = BuildCtx {
+            node,
+            opset,
+            planner: self,
+        };
+        build(&ctx).map_err(|e| {
+            // keep the kind of nested failures (an unsupported op inside a subgraph)
+            let kind = if e.0.contains("is not supported") {
+                ErrorKind::NotImplemented
+            } else {
+                ErrorKind::InvalidGraph
+            };
+            Error::new(kind, format!("{}: {}", node.describe(), e.0))
+        })
+    }
+
+    fn build(&self, g: &Graph, is_subgraph: bool) -> Result<Plan> {
+        let mut names: HashMap<String, Source> = HashMap::new();
+        let mut consts = Vec::new();
+        let mut const_of: HashMap<&str, usize> = HashMap::new();
+        for (name, t) in &g.initializers {
+            const_of.insert(name, consts.len());
+            consts.push(Value::Tensor(t.clone()));
+        }
+        let mut slot_count = 0;
+        let mut inputs = Vec::new();
+        for info in &g.inputs {
+            if names.contains_key(&info.name) {
+                return Err(graph_err(format!(
+                    "graph input '{}' is declared twice",
+                    info.name
+                )));
+            }
+            names.insert(info.name.clone(), Source::Slot(slot_count));
+            inputs.push(PlanInput {
+                info: info.clone(),
+                slot: slot_count,
+                default: const_of.get(info.name.as_str()).copied(),
+            });
+            slot_count += 1;
+        }
+        for (name, &c) in &const_of {
+            names.entry(name.to_string()).or_insert(Source::Const(c));
+        }
+        let order = topo_order(g)?;
+        for &i in &order {
+            for o in g.nodes[i].outputs.iter().filter(|o| !o.is_empty()) {
+                if names.contains_key(o) {
+                    return Err(graph_err(format!(
+                        "{}: output '{o}' has the name of a graph input or initializer",
+                        g.nodes[i].describe()
+                    )));
+                }
+                names.insert(o.clone(), Source::Slot(slot_count));
+                slot_count += 1;
+            }
+        }
+        let resolve = |name: &str, who: &str| -> Result<Source> {
+            match names.get(name) {
+                Some(s) => Ok(s.clone()),
+                None if is_subgraph => Ok(Source::Outer(name.to_string())),
+                None => Err(graph_err(format!(
+                    "{who} reads '{name}', which nothing produces"
+                ))),
+            }
+        };
+        let mut steps = Vec::with_capacity(order.len());
+        let mut last_use: HashMap<usize, usize> = HashMap::new();
+        for &i in &order {
+            let node = &g.nodes[i];
+            let who = node.describe();
+            let mut step_inputs = Vec::with_capacity(node.inputs.len());
+            for name in &node.inputs {
+                step_inputs.push(if name.is_empty() {
+                    None
+                } else {
+                    Some(resolve(name, &who)?)
+                });
+            }
+            for name in node_reads(node) {
+                if let Source::Slot(s) = resolve(&name, &who)? {
+                    last_use.insert(s, steps.len());
+                }
+            }
+            let outputs = node
+                .outputs
+                .iter()
+                .map(|o| match names.get(o) {
+                    Some(Source::Slot(s)) if !o.is_empty() => Some(*s),
+                    _ => None,
+                })
+                .collect();
+            let kernel = self.build_kernel(node)?;
+            steps.push(Step {
+                node: node.clone(),
+                kernel,
+                inputs: step_inputs,
+                outputs,
+                frees: vec![],
+            });
+        }
+        let mut outputs = Vec::new();
+        for o in &g.outputs {
+            let src = resolve(&o.name, &format!("graph output '{}'", o.name))?;
+            if let Source::Slot(s) = src {
+                last_use.insert(s, usize::MAX);
+            }
+            outputs.push((o.clone(), src));
+        }
+        // outputs nobody reads die at once
+        for (idx, step) in steps.iter().enumerate() {
+            for s in step.outputs.iter().flatten() {
+                last_use.entry(*s).or_insert(idx);
+            }
+        }
+        for (slot, step) in last_use {
+            if let Some(s) = steps.get_mut(step) {
+                s.frees.push(slot);
+            }
+        }
+        Ok(Plan {
+            inputs,
+            outputs,
+            consts,
+            steps,
+            slot_count,
+            names,
+        })
+    }
+}

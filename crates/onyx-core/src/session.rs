@@ -1,0 +1,171 @@
+use std::path::Path;
+
+use onyx_format::{decode_model, load_model, ExternalDataDir, LoadLimits};
+use onyx_tensor::{DType, Value};
+
+use crate::ir::{import_model, Dim, Model, TypeInfo, ValueInfo};
+use crate::ops::Registry;
+use crate::plan::{Plan, Planner};
+use crate::{Error, ErrorKind, Limits, Result};
+
+/// How a session is built and run.
+#[derive(Clone, Debug, Default)]
+pub struct SessionOptions {
+    pub limits: Limits,
+    pub load_limits: LoadLimits,
+}
+
+/// A model, checked and compiled once, ready to run many times, from many
+/// threads at once (`Session` is `Send + Sync`).
+pub struct Session {
+    model: Model,
+    plan: Plan,
+    options: SessionOptions,
+}
+
+fn invalid_arg(msg: String) -> Error {
+    Error::new(ErrorKind::InvalidArgument, msg)
+}
+
+impl Session {
+    /// Loads an .onnx file; external data is read from the file's folder.
+    pub fn from_file(path: &Path, options: SessionOptions) -> Result<Session> {
+        let (proto, dir) = load_model(path, &options.load_limits)?;
+        let model = import_model(&proto, Some(&ExternalDataDir::new(dir)))?;
+        Session::from_model(model, options)
+    }
+
+    /// Builds a session from the bytes of an .onnx file (no external data).
+    pub fn from_bytes(bytes: &[u8], options: SessionOptions) -> Result<Session> {
+        let proto = decode_model(bytes)?;
+        Session::from_model(import_model(&proto, None)?, options)
+    }
+
+    pub fn from_model(model: Model, options: SessionOptions) -> Result<Session> {
+        let planner = Planner {
+            opsets: &model.opsets,
+            registry: Registry::global(),
+        };
+        let plan = planner.plan(&model.graph)?;
+        Ok(Session {
+            model,
+            plan,
+            options,
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The inputs a caller must or may feed: graph inputs without an initializer.
+    pub fn inputs(&self) -> Vec<&ValueInfo> {
+        self.plan
+            .input_infos()
+            .filter(|(_, has_init)| !has_init)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Graph inputs that have an initializer, which a caller may override.
+    pub fn overridable_initializers(&self) -> Vec<&ValueInfo> {
+        self.plan
+            .input_infos()
+            .filter(|(_, has_init)| *has_init)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    pub fn outputs(&self) -> Vec<&ValueInfo> {
+        self.plan.output_infos().collect()
+    }
+
+    /// Runs the model on named inputs; returns the outputs in graph order.
+    pub fn run(&self, feeds: Vec<(String, Value)>) -> Result<Vec<Value>> {
+        let mut positional: Vec<Option<Value>> = vec![None; self.plan.inputs.len()];
+        for (name, value) in feeds {
+            let idx = self
+                .plan
+                .inputs
+                .iter()
+                .position(|i| i.info.name == name)
+                .ok_or_else(|| {
+                    let expected: Vec<&str> = self
+                        .plan
+                        .inputs
+                        .iter()
+                        .map(|i| i.info.name.as_str())
+                        .collect();
+                    invalid_arg(format!(
+                        "unknown input '{name}'; the model's inputs are {expected:?}"
+                    ))
+                })?;
+            if positional[idx].is_some() {
+                return Err(invalid_arg(format!("input '{name}' is given twice")));
+            }
+            check_input(&self.plan.inputs[idx].info, &value)?;
+            positional[idx] = Some(value);
+        }
+        for (input, value) in self.plan.inputs.iter().zip(&positional) {
+            let optional = matches!(input.info.ty, Some(TypeInfo::Optional(_)));
+            if value.is_none() && input.default.is_none() && !optional {
+                return Err(invalid_arg(format!(
+                    "input '{}' is missing",
+                    input.info.name
+                )));
+            }
+        }
+        self.plan.run(positional, None, &self.options.limits)
+    }
+}
+
+/// Checks a fed value against the input's declared type: kind, element
+/// type, rank and fixed dims.
+fn check_input(info: &ValueInfo, value: &Value) -> Result<()> {
+    let Some(TypeInfo::Tensor { dtype, shape }) = &info.ty else {
+        return Ok(());
+    };
+    let name = &info.name;
+    let Value::Tensor(t) = value else {
+        return Err(invalid_arg(format!(
+            "input '{name}' expects a tensor but was given {}",
+            value.kind()
+        )));
+    };
+    if let Some(d) = dtype {
+        if *d != t.dtype() {
+            return Err(invalid_arg(format!(
+                "input '{name}' expects element type {d} but was given {}",
+                t.dtype()
+            )));
+        }
+    }
+    if let Some(dims) = shape {
+        if dims.len() != t.rank() {
+            return Err(invalid_arg(format!(
+                "input '{name}' expects rank {} but was given shape {:?}",
+                dims.len(),
+                t.shape()
+            )));
+        }
+        for (i, (d, &got)) in dims.iter().zip(t.shape()).enumerate() {
+            if let Dim::Fixed(want) = d {
+                if *want != got {
+                    return Err(invalid_arg(format!(
+                        "input '{name}' expects dim {i} to be {want} but was given shape {:?}",
+                        t.shape()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The element type a declared tensor type names, if any.
+pub fn declared_dtype(ty: &Option<TypeInfo>) -> Option<DType> {
+    match ty {
+        Some(TypeInfo::Tensor { dtype, .. }) => *dtype,
+        _ => None,
+    }
+}
