@@ -24,6 +24,7 @@ mod reduce;
 mod resize;
 mod sequence;
 mod shape;
+mod string;
 
 pub use util::*;
 
@@ -181,6 +182,7 @@ impl Registry {
             resize::register(&mut r);
             sequence::register(&mut r);
             shape::register(&mut r);
+            string::register(&mut r);
             r
         })
     }
