@@ -3,9 +3,11 @@
 
 mod attr;
 mod import;
+mod validate;
 
 pub use attr::{Attr, AttrError};
 pub use import::import_model;
+pub use validate::validate;
 
 use std::collections::BTreeMap;
 
@@ -122,5 +124,23 @@ pub fn normalize_domain(domain: &str) -> &str {
         ""
     } else {
         domain
+    }
+}
+
+impl Graph {
+    /// Every (domain, op_type) used here and in subgraphs, with use counts.
+    pub fn operator_histogram(&self) -> BTreeMap<(String, String), usize> {
+        let mut h = BTreeMap::new();
+        self.count_ops(&mut h);
+        h
+    }
+
+    fn count_ops(&self, h: &mut BTreeMap<(String, String), usize>) {
+        for n in &self.nodes {
+            *h.entry((n.domain.clone(), n.op_type.clone())).or_insert(0) += 1;
+            for g in n.subgraphs() {
+                g.count_ops(h);
+            }
+        }
     }
 }

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every test: formatting and lints, unit tests, the command-line tests,
+# and the ONNX conformance suite (its data is created on first use).
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ ! -d conformance/data/node ]; then
+    conformance/make-data.sh
+fi
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace
