@@ -4,8 +4,10 @@ Run by conformance/make-data.sh inside a virtualenv with the pinned onnx.
 Layout, as onnx's own backend test data: SUITE/CASE/model.onnx and
 SUITE/CASE/test_data_set_N/{input,output}_K.pb.
 
-Suites: node (from onnx.backend.test.case.node.collect_testcases), and
-simple, pytorch-converted, pytorch-operator, light copied from the wheel.
+Suites: node (from onnx.backend.test.case.node.collect_testcases);
+simple, pytorch-converted and pytorch-operator copied from the wheel; light
+laid out from the wheel's light models with inputs made as onnx's backend
+runner makes them.
 """
 
 import os
@@ -58,6 +60,43 @@ def write_node_cases(out_dir):
     return count
 
 
+def light_input(value_info):
+    """The input onnx's backend runner makes for a light model: arange(n) / n
+    in the declared shape (dims without a value count as 1), as float32."""
+    dims = value_info.type.tensor_type.shape.dim
+    shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
+    n = int(np.prod(shape))
+    return (np.arange(n).reshape(shape) / n).astype(np.float32)
+
+
+def write_light_cases(out_dir):
+    """Lays the light models out as cases: model.onnx, the made inputs and the
+    expected output shipped beside each model."""
+    src = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+    count = 0
+    for file in sorted(os.listdir(src)):
+        if not file.endswith(".onnx"):
+            continue
+        name = file[: -len(".onnx")]
+        model = onnx.load(os.path.join(src, file))
+        set_dir = os.path.join(out_dir, name, "test_data_set_0")
+        os.makedirs(set_dir, exist_ok=True)
+        shutil.copy(os.path.join(src, file), os.path.join(out_dir, name, "model.onnx"))
+        inits = {i.name for i in model.graph.initializer}
+        inputs = [i for i in model.graph.input if i.name not in inits]
+        for k, info in enumerate(inputs):
+            proto = numpy_helper.from_array(light_input(info), info.name)
+            with open(os.path.join(set_dir, f"input_{k}.pb"), "wb") as f:
+                f.write(proto.SerializeToString())
+        for k in range(len(model.graph.output)):
+            shutil.copy(
+                os.path.join(src, f"{name}_output_{k}.pb"),
+                os.path.join(set_dir, f"output_{k}.pb"),
+            )
+        count += 1
+    return count
+
+
 def copy_wheel_suite(out_dir, suite):
     src = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", suite)
     if os.path.isdir(src):
@@ -70,7 +109,9 @@ def main():
     os.makedirs(root, exist_ok=True)
     n = write_node_cases(os.path.join(root, "node"))
     print(f"node: {n} cases")
-    for suite in ["simple", "pytorch-converted", "pytorch-operator", "light"]:
+    n = write_light_cases(os.path.join(root, "light"))
+    print(f"light: {n} cases")
+    for suite in ["simple", "pytorch-converted", "pytorch-operator"]:
         n = copy_wheel_suite(os.path.join(root, suite), suite)
         print(f"{suite}: {n} cases")
 
