@@ -61,7 +61,7 @@ impl Plan {
                     .map(|src| src.as_ref().and_then(|s| frame.get(s)))
                     .collect();
                 let ctx = RunCtx {
-                    frame: &frame,
+                    frame: Some(&frame),
                     limits,
                 };
                 step.kernel.run(&ctx, &args).map_err(|e| {

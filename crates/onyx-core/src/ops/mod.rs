@@ -22,6 +22,7 @@ mod pool;
 mod quant;
 mod reduce;
 mod resize;
+mod rnn;
 mod sequence;
 mod shape;
 mod string;
@@ -120,14 +121,22 @@ impl BuildCtx<'_> {
 
 /// What a kernel sees while it runs.
 pub struct RunCtx<'a> {
-    pub(crate) frame: &'a Frame<'a>,
+    pub(crate) frame: Option<&'a Frame<'a>>,
     pub limits: &'a Limits,
 }
 
-impl RunCtx<'_> {
+impl<'a> RunCtx<'a> {
+    /// A context outside any graph run (for calling kernels directly, as tests do).
+    pub fn detached(limits: &'a Limits) -> RunCtx<'a> {
+        RunCtx {
+            frame: None,
+            limits,
+        }
+    }
+
     /// Runs a compiled subgraph whose outer scope is the current graph.
     pub fn run_subgraph(&self, plan: &Plan, inputs: Vec<Option<Value>>) -> OpResult<Vec<Value>> {
-        plan.run(inputs, Some(self.frame), self.limits)
+        plan.run(inputs, self.frame, self.limits)
             .map_err(OpError::from)
     }
 
@@ -180,6 +189,7 @@ impl Registry {
             quant::register(&mut r);
             reduce::register(&mut r);
             resize::register(&mut r);
+            rnn::register(&mut r);
             sequence::register(&mut r);
             shape::register(&mut r);
             string::register(&mut r);
