@@ -101,7 +101,7 @@ fn random_input(
         DType::Double => Data::F64((0..n).map(|_| rng.unit()).collect()),
         DType::Float16 => Data::F16((0..n).map(|_| f16::from_f64(rng.unit())).collect()),
         DType::BFloat16 => Data::BF16((0..n).map(|_| bf16::from_f64(rng.unit())).collect()),
-        DType::Bool => Data::Bool((0..n).map(|_| rng.next() % 2 == 0).collect()),
+        DType::Bool => Data::Bool((0..n).map(|_| rng.next().is_multiple_of(2)).collect()),
         DType::String => Data::Str((0..n).map(|i| format!("s{i}")).collect()),
         DType::Int64 => Data::I64((0..n).map(|_| (rng.next() % 10) as i64).collect()),
         DType::Int32 => Data::I32((0..n).map(|_| (rng.next() % 10) as i32).collect()),

@@ -89,7 +89,10 @@ impl Data {
 
     /// Picks elements by index into a new vector of the same type.
     pub fn gather(&self, indices: impl Iterator<Item = usize>) -> Data {
-        with_data!(self, v => Elem::into_data(indices.map(|i| v[i].clone()).collect()))
+        fn pick<T: Elem>(v: &[T], indices: impl Iterator<Item = usize>) -> Data {
+            T::into_data(indices.map(|i| v[i].clone()).collect())
+        }
+        with_data!(self, v => pick(v, indices))
     }
 }
 

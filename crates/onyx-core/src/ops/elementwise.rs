@@ -116,12 +116,10 @@ impl BinOp {
             BinOp::Sub => a.sub(b),
             BinOp::Mul => a.mul(b),
             BinOp::Div => a.div(b),
-            // NaN propagates through Max and Min
+            // NaN propagates through Max and Min (a NaN `b` fails the comparison)
             BinOp::Max => {
                 if a.is_nan() || a > b {
                     a
-                } else if b.is_nan() {
-                    b
                 } else {
                     b
                 }
@@ -129,8 +127,6 @@ impl BinOp {
             BinOp::Min => {
                 if a.is_nan() || a < b {
                     a
-                } else if b.is_nan() {
-                    b
                 } else {
                     b
                 }
@@ -421,23 +417,23 @@ pub fn register(r: &mut Registry) {
             one(sign(tensor_in(i, 0)?)?)
         }))
     });
-    float_unary!(r, "Sqrt", |x| num_traits::Float::sqrt(x));
-    float_unary!(r, "Exp", |x| num_traits::Float::exp(x));
-    float_unary!(r, "Log", |x| num_traits::Float::ln(x));
-    float_unary!(r, "Reciprocal", |x| num_traits::Float::recip(x));
-    float_unary!(r, "Floor", |x| num_traits::Float::floor(x));
-    float_unary!(r, "Ceil", |x| num_traits::Float::ceil(x));
-    float_unary!(r, "Sin", |x| num_traits::Float::sin(x));
-    float_unary!(r, "Cos", |x| num_traits::Float::cos(x));
-    float_unary!(r, "Tan", |x| num_traits::Float::tan(x));
-    float_unary!(r, "Asin", |x| num_traits::Float::asin(x));
-    float_unary!(r, "Acos", |x| num_traits::Float::acos(x));
-    float_unary!(r, "Atan", |x| num_traits::Float::atan(x));
-    float_unary!(r, "Sinh", |x| num_traits::Float::sinh(x));
-    float_unary!(r, "Cosh", |x| num_traits::Float::cosh(x));
-    float_unary!(r, "Asinh", |x| num_traits::Float::asinh(x));
-    float_unary!(r, "Acosh", |x| num_traits::Float::acosh(x));
-    float_unary!(r, "Atanh", |x| num_traits::Float::atanh(x));
+    float_unary!(r, "Sqrt", num_traits::Float::sqrt);
+    float_unary!(r, "Exp", num_traits::Float::exp);
+    float_unary!(r, "Log", num_traits::Float::ln);
+    float_unary!(r, "Reciprocal", num_traits::Float::recip);
+    float_unary!(r, "Floor", num_traits::Float::floor);
+    float_unary!(r, "Ceil", num_traits::Float::ceil);
+    float_unary!(r, "Sin", num_traits::Float::sin);
+    float_unary!(r, "Cos", num_traits::Float::cos);
+    float_unary!(r, "Tan", num_traits::Float::tan);
+    float_unary!(r, "Asin", num_traits::Float::asin);
+    float_unary!(r, "Acos", num_traits::Float::acos);
+    float_unary!(r, "Atan", num_traits::Float::atan);
+    float_unary!(r, "Sinh", num_traits::Float::sinh);
+    float_unary!(r, "Cosh", num_traits::Float::cosh);
+    float_unary!(r, "Asinh", num_traits::Float::asinh);
+    float_unary!(r, "Acosh", num_traits::Float::acosh);
+    float_unary!(r, "Atanh", num_traits::Float::atanh);
     r.add("", "Round", |_| {
         Ok(Box::new(|_: &super::RunCtx, i: &[Option<&Value>]| {
             one(unary_float(
