@@ -14,6 +14,7 @@ mod conv;
 mod elementwise;
 mod generator;
 mod index;
+mod linear_attention;
 mod logic;
 mod matmul;
 mod misc;
@@ -181,6 +182,7 @@ impl Registry {
             elementwise::register(&mut r);
             generator::register(&mut r);
             index::register(&mut r);
+            linear_attention::register(&mut r);
             logic::register(&mut r);
             matmul::register(&mut r);
             misc::register(&mut r);
