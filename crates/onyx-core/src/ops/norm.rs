@@ -82,70 +82,127 @@ fn scale_bias(
 
 // ---------- BatchNormalization ----------
 
+/// Batch statistics per channel: (mean, population variance).
+fn batch_stats(xv: &[f64], (n, c, inner): (usize, usize, usize)) -> (Vec<f64>, Vec<f64>) {
+    let count = (n * inner) as f64;
+    let mut mean = vec![0.0; c];
+    let mut var = vec![0.0; c];
+    for ch in 0..c {
+        let blocks = || (0..n).map(move |b| (b * c + ch) * inner);
+        let s: f64 = blocks()
+            .map(|st| xv[st..st + inner].iter().sum::<f64>())
+            .sum();
+        let m = s / count;
+        let q: f64 = blocks()
+            .map(|st| {
+                xv[st..st + inner]
+                    .iter()
+                    .map(|v| (v - m) * (v - m))
+                    .sum::<f64>()
+            })
+            .sum();
+        mean[ch] = m;
+        var[ch] = q / count;
+    }
+    (mean, var)
+}
+
+/// `scale * (x - mean) / sqrt(var + eps) + bias`; the parameters hold one
+/// value per channel, or (before opset 9 with `spatial=0`) one per channel
+/// and spatial position.
+fn batch_norm_apply(
+    xv: &[f64],
+    (n, c, inner): (usize, usize, usize),
+    [scale, bias, mean, var]: [&[f64]; 4],
+    eps: f64,
+) -> Vec<f64> {
+    let per_elem = scale.len() == c * inner && scale.len() != c;
+    let mut y = vec![0.0; xv.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            let start = (b * c + ch) * inner;
+            for i in 0..inner {
+                let p = if per_elem { ch * inner + i } else { ch };
+                let k = scale[p] / (var[p] + eps).sqrt();
+                y[start + i] = (xv[start + i] - mean[p]) * k + bias[p];
+            }
+        }
+    }
+    y
+}
+
 fn build_batch_norm(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     let eps = f64::from(ctx.node.attr_float("epsilon")?.unwrap_or(1e-5));
     let momentum = f64::from(ctx.node.attr_float("momentum")?.unwrap_or(0.9));
     let training = ctx.opset >= 14 && ctx.node.attr_int("training_mode")?.unwrap_or(0) != 0;
+    let per_elem = ctx.opset < 9 && ctx.node.attr_int("spatial")?.unwrap_or(1) == 0;
     Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
         let x = tensor_in(inputs, 0)?;
-        let (n, c, inner) = nc_spatial(x, "BatchNormalization")?;
+        let dims = nc_spatial(x, "BatchNormalization")?;
+        let (_, c, inner) = dims;
+        let plen = if per_elem { c * inner } else { c };
         let xv = float_in(x, "X")?;
-        let scale = per_channel(tensor_in(inputs, 1)?, c, "scale")?;
-        let bias = per_channel(tensor_in(inputs, 2)?, c, "B")?;
-        let mut mean = per_channel(tensor_in(inputs, 3)?, c, "input_mean")?;
-        let mut var = per_channel(tensor_in(inputs, 4)?, c, "input_var")?;
-        let mut running = None;
-        if training {
-            let count = (n * inner) as f64;
-            let mut bm = vec![0.0; c];
-            let mut bv = vec![0.0; c];
-            for ch in 0..c {
-                let mut s = 0.0;
-                for b in 0..n {
-                    s += xv[(b * c + ch) * inner..][..inner].iter().sum::<f64>();
-                }
-                let m = s / count;
-                let mut q = 0.0;
-                for b in 0..n {
-                    q += xv[(b * c + ch) * inner..][..inner]
-                        .iter()
-                        .map(|v| (v - m) * (v - m))
-                        .sum::<f64>();
-                }
-                bm[ch] = m;
-                bv[ch] = q / count;
-            }
-            let rm: Vec<f64> = (0..c)
-                .map(|i| mean[i] * momentum + bm[i] * (1.0 - momentum))
-                .collect();
-            let rv: Vec<f64> = (0..c)
-                .map(|i| var[i] * momentum + bv[i] * (1.0 - momentum))
-                .collect();
-            running = Some((rm, rv));
-            mean = bm;
-            var = bv;
-        }
-        let mut y = vec![0.0; xv.len()];
-        for b in 0..n {
-            for ch in 0..c {
-                let k = scale[ch] / (var[ch] + eps).sqrt();
-                let start = (b * c + ch) * inner;
-                for i in start..start + inner {
-                    y[i] = (xv[i] - mean[ch]) * k + bias[ch];
-                }
-            }
-        }
+        let scale = per_channel(tensor_in(inputs, 1)?, plen, "scale")?;
+        let bias = per_channel(tensor_in(inputs, 2)?, plen, "B")?;
+        let mean = per_channel(tensor_in(inputs, 3)?, plen, "input_mean")?;
+        let var = per_channel(tensor_in(inputs, 4)?, plen, "input_var")?;
         let dt = x.dtype();
-        let mut out = vec![Value::Tensor(f64_to_tensor(x.shape().to_vec(), y, dt)?)];
-        if let Some((rm, rv)) = running {
-            out.push(Value::Tensor(f64_to_tensor(vec![c], rm, dt)?));
-            out.push(Value::Tensor(f64_to_tensor(vec![c], rv, dt)?));
+        if !training {
+            let y = batch_norm_apply(&xv, dims, [&scale, &bias, &mean, &var], eps);
+            return one(f64_to_tensor(x.shape().to_vec(), y, dt)?);
         }
-        Ok(out)
+        let (bm, bv) = batch_stats(&xv, dims);
+        let y = batch_norm_apply(&xv, dims, [&scale, &bias, &bm, &bv], eps);
+        let running = |old: &[f64], cur: &[f64]| -> Vec<f64> {
+            old.iter()
+                .zip(cur)
+                .map(|(o, c)| o * momentum + c * (1.0 - momentum))
+                .collect()
+        };
+        Ok(vec![
+            Value::Tensor(f64_to_tensor(x.shape().to_vec(), y, dt)?),
+            Value::Tensor(f64_to_tensor(vec![c], running(&mean, &bm), dt)?),
+            Value::Tensor(f64_to_tensor(vec![c], running(&var, &bv), dt)?),
+        ])
     }))
 }
 
 // ---------- Layer / RMS normalization ----------
+
+/// Normalizes `rows` rows of `cols` values: to zero mean and unit variance,
+/// or (`rms`) by the root mean square. Returns (y, means, 1/std) per row;
+/// the means are empty for `rms`.
+fn layer_norm_rows(
+    xv: &[f64],
+    rows: usize,
+    cols: usize,
+    eps: f64,
+    rms: bool,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut y = vec![0.0; xv.len()];
+    let mut means = Vec::with_capacity(rows);
+    let mut inv_stds = Vec::with_capacity(rows);
+    let cn = cols as f64;
+    for r in 0..rows {
+        let row = &xv[r * cols..(r + 1) * cols];
+        let out = &mut y[r * cols..(r + 1) * cols];
+        let m = if rms {
+            0.0
+        } else {
+            row.iter().sum::<f64>() / cn
+        };
+        let var = row.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / cn;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (o, v) in out.iter_mut().zip(row) {
+            *o = (v - m) * inv;
+        }
+        if !rms {
+            means.push(m);
+        }
+        inv_stds.push(inv);
+    }
+    (y, means, inv_stds)
+}
 
 fn build_layer_norm(ctx: &BuildCtx, rms: bool) -> OpResult<Box<dyn Kernel>> {
     let axis = ctx.node.attr_int("axis")?.unwrap_or(-1);
@@ -161,32 +218,7 @@ fn build_layer_norm(ctx: &BuildCtx, rms: bool) -> OpResult<Box<dyn Kernel>> {
         let a = norm_axis(axis, x.rank())?;
         let rows: usize = x.shape()[..a].iter().product();
         let cols: usize = x.shape()[a..].iter().product();
-        let xv = float_in(x, "X")?;
-        let mut y = vec![0.0; xv.len()];
-        let mut means = Vec::with_capacity(rows);
-        let mut inv_stds = Vec::with_capacity(rows);
-        for r in 0..rows {
-            let row = &xv[r * cols..(r + 1) * cols];
-            let out = &mut y[r * cols..(r + 1) * cols];
-            let cn = cols as f64;
-            if rms {
-                let ms = row.iter().map(|v| v * v).sum::<f64>() / cn;
-                let inv = 1.0 / (ms + eps).sqrt();
-                for (o, v) in out.iter_mut().zip(row) {
-                    *o = v * inv;
-                }
-                inv_stds.push(inv);
-            } else {
-                let m = row.iter().sum::<f64>() / cn;
-                let var = row.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / cn;
-                let inv = 1.0 / (var + eps).sqrt();
-                for (o, v) in out.iter_mut().zip(row) {
-                    *o = (v - m) * inv;
-                }
-                means.push(m);
-                inv_stds.push(inv);
-            }
-        }
+        let (y, means, inv_stds) = layer_norm_rows(&float_in(x, "X")?, rows, cols, eps, rms);
         let scale = tensor_in(inputs, 1)?;
         let bias = if rms { None } else { opt_tensor_in(inputs, 2)? };
         let y = scale_bias(y, x.shape(), Some(scale), bias)?;
@@ -370,6 +402,37 @@ fn build_mvn(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     }))
 }
 
+/// `x / (bias + alpha / size * sum of squares over nearby channels) ^ beta`.
+fn lrn(
+    xv: &[f64],
+    (n, c, inner): (usize, usize, usize),
+    alpha: f64,
+    beta: f64,
+    bias: f64,
+    size: usize,
+) -> Vec<f64> {
+    let before = (size - 1) / 2;
+    let after = size - 1 - before;
+    let mut y = vec![0.0; xv.len()];
+    let k = alpha / size as f64;
+    for b in 0..n {
+        for ch in 0..c {
+            let lo = ch.saturating_sub(before);
+            let hi = ch.saturating_add(after).min(c - 1);
+            for i in 0..inner {
+                let mut s = 0.0;
+                for cc in lo..=hi {
+                    let v = xv[(b * c + cc) * inner + i];
+                    s += v * v;
+                }
+                let idx = (b * c + ch) * inner + i;
+                y[idx] = xv[idx] / (bias + k * s).powf(beta);
+            }
+        }
+    }
+    y
+}
+
 fn build_lrn(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     let alpha = f64::from(ctx.node.attr_float("alpha")?.unwrap_or(1e-4));
     let beta = f64::from(ctx.node.attr_float("beta")?.unwrap_or(0.75));
@@ -382,29 +445,10 @@ fn build_lrn(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
         return Err(op_err!("size must be positive, got {size}"));
     }
     let size = size as usize;
-    let before = (size - 1) / 2;
-    let after = size - 1 - before;
     Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
         let x = tensor_in(inputs, 0)?;
         let (n, c, inner) = nc_spatial(x, "LRN")?;
-        let xv = float_in(x, "X")?;
-        let mut y = vec![0.0; xv.len()];
-        let k = alpha / size as f64;
-        for b in 0..n {
-            for ch in 0..c {
-                let lo = ch.saturating_sub(before);
-                let hi = (ch + after).min(c - 1);
-                for i in 0..inner {
-                    let mut s = 0.0;
-                    for cc in lo..=hi {
-                        let v = xv[(b * c + cc) * inner + i];
-                        s += v * v;
-                    }
-                    let idx = (b * c + ch) * inner + i;
-                    y[idx] = xv[idx] / (bias + k * s).powf(beta);
-                }
-            }
-        }
+        let y = lrn(&float_in(x, "X")?, (n, c, inner), alpha, beta, bias, size);
         one(f64_to_tensor(x.shape().to_vec(), y, x.dtype())?)
     }))
 }
@@ -635,5 +679,40 @@ mod tests {
             DType::Float
         )
         .is_err());
+    }
+
+    #[test]
+    fn layer_and_rms_rows() {
+        // row [1, 3]: mean 2, variance 1
+        let (y, m, inv) = layer_norm_rows(&[1.0, 3.0, 5.0, 7.0], 2, 2, 0.0, false);
+        assert_eq!(y, vec![-1.0, 1.0, -1.0, 1.0]);
+        assert_eq!(m, vec![2.0, 6.0]);
+        assert_eq!(inv[0], 1.0);
+        // row [3, 4]: mean square 12.5
+        let (y, m, _) = layer_norm_rows(&[3.0, 4.0], 1, 2, 0.0, true);
+        let r = 12.5f64.sqrt();
+        assert!((y[0] - 3.0 / r).abs() < 1e-12 && (y[1] - 4.0 / r).abs() < 1e-12);
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn batch_norm_inference_and_stats() {
+        // N=2, C=1, one value each: x = [1, 3]
+        let xv = [1.0, 3.0];
+        let (m, v) = batch_stats(&xv, (2, 1, 1));
+        assert_eq!((m[0], v[0]), (2.0, 1.0));
+        let y = batch_norm_apply(&xv, (2, 1, 1), [&[2.0], &[0.5], &m, &v], 0.0);
+        assert_eq!(y, vec![-1.5, 2.5]);
+    }
+
+    #[test]
+    fn lrn_sums_neighbouring_channels() {
+        // N=1, C=3, one position; size 3, alpha 3, beta 1, bias 1
+        let y = lrn(&[1.0, 2.0, 3.0], (1, 3, 1), 3.0, 1.0, 1.0, 3);
+        // channel 0: 1 / (1 + 1 + 4); channel 1: 2 / (1 + 14); channel 2: 3 / (1 + 13)
+        let want = [1.0 / 6.0, 2.0 / 15.0, 3.0 / 14.0];
+        for (a, b) in y.iter().zip(want) {
+            assert!((a - b).abs() < 1e-12);
+        }
     }
 }

@@ -273,8 +273,9 @@ fn build_reduce(ctx: &BuildCtx, op: Red) -> OpResult<Box<dyn Kernel>> {
     Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
         let x = tensor_in(inputs, 0)?;
         let axes = match &src {
-            AxesSrc::Attr(a) => a.clone(),
-            AxesSrc::Input => opt_ints_in(inputs, 1)?,
+            AxesSrc::Attr(Some(a)) => Some(a.clone()),
+            // an axes input on an older opset is accepted as well
+            AxesSrc::Attr(None) | AxesSrc::Input => opt_ints_in(inputs, 1)?,
         };
         let axes = match axes {
             Some(a) if !a.is_empty() => norm_axes(&a, x.rank())?,
