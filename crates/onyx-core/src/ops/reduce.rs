@@ -90,13 +90,6 @@ enum Red {
     SumSquare,
 }
 
-/// Where a reduction's axes come from.
-#[derive(Clone, Debug)]
-enum AxesSrc {
-    Attr(Option<Vec<i64>>),
-    Input,
-}
-
 /// The axes to reduce (as flags) and the output shape with and without kept dims.
 struct Geometry {
     reduced: Vec<bool>,
@@ -264,18 +257,14 @@ fn reduce(x: &Tensor, axes: &[usize], keepdims: bool, op: Red) -> OpResult<Tenso
 fn build_reduce(ctx: &BuildCtx, op: Red) -> OpResult<Box<dyn Kernel>> {
     let keepdims = ctx.node.attr_int("keepdims")?.unwrap_or(1) != 0;
     let noop = ctx.node.attr_int("noop_with_empty_axes")?.unwrap_or(0) != 0;
-    let from_input = ctx.opset >= 18 || (op == Red::Sum && ctx.opset >= 13);
-    let src = if from_input {
-        AxesSrc::Input
-    } else {
-        AxesSrc::Attr(ctx.node.attr_ints("axes")?)
-    };
+    // `axes` is an attribute before opset 18 (13 for ReduceSum) and an input
+    // after; both are read, so a model mixing the two forms still runs
+    let attr_axes = ctx.node.attr_ints("axes")?;
     Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
         let x = tensor_in(inputs, 0)?;
-        let axes = match &src {
-            AxesSrc::Attr(Some(a)) => Some(a.clone()),
-            // an axes input on an older opset is accepted as well
-            AxesSrc::Attr(None) | AxesSrc::Input => opt_ints_in(inputs, 1)?,
+        let axes = match opt_ints_in(inputs, 1)? {
+            Some(a) => Some(a),
+            None => attr_axes.clone(),
         };
         let axes = match axes {
             Some(a) if !a.is_empty() => norm_axes(&a, x.rank())?,
