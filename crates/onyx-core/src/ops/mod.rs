@@ -12,6 +12,7 @@ mod cast;
 mod control;
 mod conv;
 mod elementwise;
+mod flex_attention;
 mod generator;
 mod index;
 mod linear_attention;
@@ -180,6 +181,7 @@ impl Registry {
             control::register(&mut r);
             conv::register(&mut r);
             elementwise::register(&mut r);
+            flex_attention::register(&mut r);
             generator::register(&mut r);
             index::register(&mut r);
             linear_attention::register(&mut r);
