@@ -19,6 +19,7 @@ mod linear_attention;
 mod logic;
 mod matmul;
 mod misc;
+mod ml;
 mod norm;
 mod pool;
 mod quant;
@@ -28,6 +29,8 @@ mod rnn;
 mod sequence;
 mod shape;
 mod string;
+mod text;
+mod training;
 
 pub use util::*;
 
@@ -188,6 +191,7 @@ impl Registry {
             logic::register(&mut r);
             matmul::register(&mut r);
             misc::register(&mut r);
+            ml::register(&mut r);
             norm::register(&mut r);
             pool::register(&mut r);
             quant::register(&mut r);
@@ -197,6 +201,8 @@ impl Registry {
             sequence::register(&mut r);
             shape::register(&mut r);
             string::register(&mut r);
+            text::register(&mut r);
+            training::register(&mut r);
             r
         })
     }
