@@ -151,7 +151,12 @@ struct NdPlan {
     slice: usize,
 }
 
-fn nd_plan(data_shape: &[usize], idx: &Tensor, batch_dims: usize) -> OpResult<NdPlan> {
+fn nd_plan(
+    lim: &Limits,
+    data_shape: &[usize],
+    idx: &Tensor,
+    batch_dims: usize,
+) -> OpResult<NdPlan> {
     let q = idx.rank();
     let r = data_shape.len();
     if q == 0 || r == 0 {
@@ -180,6 +185,10 @@ fn nd_plan(data_shape: &[usize], idx: &Tensor, batch_dims: usize) -> OpResult<Nd
     let batch_size = checked_numel(&data_shape[batch_dims..])?;
     let tuples = checked_numel(&idx.shape()[batch_dims..q - 1])?;
     let slice = checked_numel(&data_shape[batch_dims + m..])?;
+    let n_tuples = batches
+        .checked_mul(tuples)
+        .ok_or_else(|| op_err!("indices shape {:?} is too large", idx.shape()))?;
+    lim.check_tensor(n_tuples, std::mem::size_of::<usize>())?;
     let mut bases = Vec::with_capacity(batches * tuples);
     for b in 0..batches {
         for t in 0..tuples {
@@ -196,7 +205,7 @@ fn nd_plan(data_shape: &[usize], idx: &Tensor, batch_dims: usize) -> OpResult<Nd
 }
 
 fn gather_nd(lim: &Limits, t: &Tensor, idx: &Tensor, batch_dims: usize) -> OpResult<Tensor> {
-    let plan = nd_plan(t.shape(), idx, batch_dims)?;
+    let plan = nd_plan(lim, t.shape(), idx, batch_dims)?;
     let q = idx.rank();
     let m = idx.shape()[q - 1];
     let mut out_shape = idx.shape()[..q - 1].to_vec();
@@ -319,8 +328,14 @@ fn scatter_apply(
     Ok(Tensor::new(dtype, shape, data)?)
 }
 
-fn scatter_nd(t: &Tensor, idx: &Tensor, updates: &Tensor, red: Reduction) -> OpResult<Tensor> {
-    let plan = nd_plan(t.shape(), idx, 0)?;
+fn scatter_nd(
+    lim: &Limits,
+    t: &Tensor,
+    idx: &Tensor,
+    updates: &Tensor,
+    red: Reduction,
+) -> OpResult<Tensor> {
+    let plan = nd_plan(lim, t.shape(), idx, 0)?;
     let q = idx.rank();
     let m = idx.shape()[q - 1];
     let mut want = idx.shape()[..q - 1].to_vec();
@@ -511,6 +526,9 @@ fn one_hot(lim: &Limits, idx: &Tensor, depth: f64, values: &Tensor, axis: i64) -
     let n = checked_numel(&out_shape)?;
     lim.check_tensor(n, values.dtype().size_in_memory())?;
     let mut src = Vec::with_capacity(n);
+    if n == 0 {
+        return take_flat(lim, values, out_shape, src);
+    }
     for o in 0..outer {
         for k in 0..depth {
             for j in 0..inner {
@@ -805,8 +823,9 @@ pub fn register(r: &mut Registry) {
     });
     r.add("", "ScatterND", |c| {
         let red = reduction_attr(c)?;
-        Ok(Box::new(move |_: &RunCtx, i: &[Option<&Value>]| {
+        Ok(Box::new(move |ctx: &RunCtx, i: &[Option<&Value>]| {
             one(scatter_nd(
+                ctx.limits,
                 tensor_in(i, 0)?,
                 tensor_in(i, 1)?,
                 tensor_in(i, 2)?,
@@ -964,6 +983,7 @@ mod tests {
     fn scatters() {
         let t = ti(&[4], &[1, 2, 3, 4]);
         let s = scatter_nd(
+            &Limits::default(),
             &t,
             &ti(&[2, 1], &[0, 0]),
             &ti(&[2], &[10, 20]),
@@ -1040,5 +1060,28 @@ mod tests {
         let u = unique(&lim, &ti(&[3, 2], &[1, 0, 0, 1, 1, 0]), Some(0), true).unwrap();
         assert_eq!(iv(&u[0]), vec![0, 1, 1, 0]);
         assert_eq!(iv(&u[3]), vec![1, 2]);
+    }
+
+    #[test]
+    fn hostile_inputs_are_errors() {
+        let lim = Limits::default();
+        let t = ti(&[2], &[1, 2]);
+        let big_empty = Tensor::from_vec(vec![1 << 31, 1 << 31, 0], Vec::<i64>::new()).unwrap();
+        assert!(gather_nd(&lim, &t, &big_empty, 0).is_err());
+        assert!(gather_nd(&lim, &t, &ti(&[1, 2], &[0, 0]), 0).is_err());
+        assert!(gather_elements(&lim, &t, &ti(&[1], &[-3]), 0).is_err());
+        assert!(one_hot(&lim, &ti(&[1], &[0]), 1e18, &ti(&[2], &[0, 1]), -1).is_err());
+        assert!(one_hot(&lim, &ti(&[1], &[0]), -1.0, &ti(&[2], &[0, 1]), -1).is_err());
+        assert!(top_k(&lim, &t, 3, 0, true).is_err());
+        assert!(reverse_sequence(&lim, &ti(&[2, 1], &[1, 2]), &ti(&[1], &[5]), 1, 0).is_err());
+        let past = ti(&[1, 2, 1], &[0, 0]);
+        assert!(tensor_scatter(
+            &past,
+            &ti(&[1, 1, 1], &[1]),
+            Some(&ti(&[1], &[2])),
+            1,
+            false
+        )
+        .is_err());
     }
 }

@@ -401,10 +401,14 @@ fn build_split(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
                     s
                 }
                 None => {
-                    let n = match num_outputs {
-                        Some(n) => dim_of(n, "num_outputs")?,
-                        None => n_out,
-                    };
+                    if let Some(n) = num_outputs {
+                        if usize::try_from(n).ok() != Some(n_out) {
+                            return Err(op_err!(
+                                "num_outputs is {n} but the node has {n_out} outputs"
+                            ));
+                        }
+                    }
+                    let n = n_out;
                     even_split(dim, n)?
                 }
             };
@@ -695,26 +699,33 @@ enum PadMode {
 
 /// The source position along one axis for output position `o`, or None for fill.
 fn pad_source(o: i64, before: i64, dim: i64, mode: PadMode) -> Option<i64> {
-    let s = o - before;
-    if (0..dim).contains(&s) {
-        return Some(s);
+    // i128: `before` may be any i64, even i64::MIN
+    let s = i128::from(o) - i128::from(before);
+    let d = i128::from(dim);
+    if (0..d).contains(&s) {
+        return Some(s as i64);
     }
     if dim == 0 {
         return None;
     }
-    match mode {
-        PadMode::Constant => None,
-        PadMode::Edge => Some(s.clamp(0, dim - 1)),
-        PadMode::Wrap => Some(s.rem_euclid(dim)),
+    let r = match mode {
+        PadMode::Constant => return None,
+        PadMode::Edge => s.clamp(0, d - 1),
+        PadMode::Wrap => s.rem_euclid(d),
         PadMode::Reflect => {
             if dim == 1 {
                 return Some(0);
             }
-            let period = 2 * (dim - 1);
+            let period = 2 * (d - 1);
             let m = s.rem_euclid(period);
-            Some(if m >= dim { period - m } else { m })
+            if m >= d {
+                period - m
+            } else {
+                m
+            }
         }
-    }
+    };
+    Some(r as i64)
 }
 
 fn pad(
@@ -1128,5 +1139,24 @@ mod tests {
             assert!(squeeze(&t, Some(&[0])).is_err());
             assert_eq!(unsqueeze(&t, &[0, -1]).unwrap().shape(), &[1, 2, 3, 1]);
         }
+    }
+
+    #[test]
+    fn hostile_inputs_are_errors() {
+        let lim = Limits::default();
+        let t = ti(&[2], &[1, 2]);
+        assert!(pad(&lim, &t, &[i64::MIN, 0], None, PadMode::Reflect, None).is_err());
+        assert!(pad(&lim, &t, &[i64::MAX, 0], None, PadMode::Constant, None).is_err());
+        assert_eq!(
+            pad_source(0, i64::MIN, 3, PadMode::Wrap),
+            Some(2) // 2^63 mod 3
+        );
+        assert!(tile(&lim, &t, &[i64::MAX]).is_err());
+        assert!(tile(&lim, &t, &[-1]).is_err());
+        assert!(expand(&lim, &t, &[1 << 40, 1 << 40]).is_err());
+        assert!(slice(&lim, &t, &[0], &[1], Some(&[3]), None).is_err());
+        assert!(concat(&lim, &[&t, &ti(&[1, 2], &[1, 2])], 0).is_err());
+        assert!(permute(&lim, &t, &[2], &[1]).is_err());
+        assert!(depth_to_space(&lim, &t, 2, false).is_err());
     }
 }
