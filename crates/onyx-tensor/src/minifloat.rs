@@ -70,7 +70,8 @@ impl Format {
             Special::Ieee | Special::Fn => 0x7F,
             Special::Fnuz => 0x80,
             Special::E8m0 => 0xFF,
-            Special::Finite => 0x7,
+            // float4 has no NaN: ONNX (through ml_dtypes) stores it as -0
+            Special::Finite => 0x8,
         }
     }
 

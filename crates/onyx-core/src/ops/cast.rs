@@ -3,7 +3,10 @@
 //! Integers convert exactly through i128 and wrap like C casts; floats go
 //! through f64 and truncate toward zero into integers (saturating, NaN -> 0);
 //! float8/float4 targets round to nearest even and honour `saturate`
-//! (opset 19+); 4- and 2-bit integer targets clamp to their range.
+//! (opset 19+); float8e8m0 rounds by `round_mode` (opset 25+, default up).
+//! 4- and 2-bit integer targets keep the low bits of integers (two's
+//! complement, like the wider integer casts) and truncate floats, with
+//! out-of-range floats becoming 0, as ONNX's reference (ml_dtypes) does.
 
 use onyx_tensor::{bf16, f16, minifloat_from_f32, DType, Data, Tensor, Value};
 
@@ -53,19 +56,59 @@ fn float_to_string(x: f64, dtype: DType) -> String {
     }
 }
 
-/// Range of the sub-byte integer types.
-fn small_int_range(dtype: DType) -> Option<(i128, i128)> {
+/// Width in bits of the sub-byte integer types.
+fn small_int_bits(dtype: DType) -> Option<u32> {
     match dtype {
-        DType::Int4 => Some((-8, 7)),
-        DType::Uint4 => Some((0, 15)),
-        DType::Int2 => Some((-2, 1)),
-        DType::Uint2 => Some((0, 3)),
+        DType::Int4 | DType::Uint4 => Some(4),
+        DType::Int2 | DType::Uint2 => Some(2),
         _ => None,
+    }
+}
+
+/// How float8e8m0 (a bare power of two) rounds values between powers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RoundMode {
+    Up,
+    Down,
+    Nearest,
+}
+
+/// Encodes float8e8m0 from an f32's exponent bits, as ONNX specifies.
+fn to_e8m0(x: f32, saturate: bool, mode: RoundMode) -> u8 {
+    let bits = x.to_bits();
+    let exponent = (bits >> 23) & 0xFF;
+    if exponent == 0xFF {
+        return 0xFF;
+    }
+    let fraction = bits & 0x7F_FFFF;
+    let round_up = match mode {
+        RoundMode::Down => false,
+        RoundMode::Up => fraction > 0,
+        RoundMode::Nearest => {
+            let guard = bits & 0x40_0000 != 0;
+            let rest = bits & 0x3F_FFFF != 0;
+            guard && (rest || exponent > 0)
+        }
+    };
+    if round_up && !(saturate && exponent == 0xFE) {
+        (exponent + 1) as u8
+    } else {
+        exponent as u8
     }
 }
 
 /// Converts a tensor to another element type.
 pub fn cast_tensor(t: &Tensor, to: DType, saturate: bool) -> OpResult<Tensor> {
+    cast_with_round_mode(t, to, saturate, RoundMode::Up)
+}
+
+/// `cast_tensor` with the rounding mode for float8e8m0 targets.
+pub fn cast_with_round_mode(
+    t: &Tensor,
+    to: DType,
+    saturate: bool,
+    mode: RoundMode,
+) -> OpResult<Tensor> {
     if t.dtype() == to {
         return Ok(t.clone());
     }
@@ -87,22 +130,49 @@ pub fn cast_tensor(t: &Tensor, to: DType, saturate: bool) -> OpResult<Tensor> {
         }
     };
     let shape = t.shape().to_vec();
-    if let Some((lo, hi)) = small_int_range(to) {
+    if let Some(bits) = small_int_bits(to) {
+        let signed = to.is_signed_int();
+        let (lo, hi) = if signed {
+            (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+        } else {
+            (0, (1i128 << bits) - 1)
+        };
         let src: Vec<i128> = match &wide {
             Wide::Int(v) => v.clone(),
-            // floats round to nearest even before clamping
             _ => as_f64
                 .iter()
-                .map(|&x| if x.is_nan() { 0 } else { round_even(x) as i128 })
+                .map(|&x| {
+                    let t = x.trunc();
+                    if t.is_nan() || t < lo as f64 || t > hi as f64 {
+                        0
+                    } else {
+                        t as i128
+                    }
+                })
                 .collect(),
         };
-        let clamped = src.into_iter().map(|x| x.clamp(lo, hi));
-        let data = if to.is_signed_int() {
-            Data::I8(clamped.map(|x| x as i8).collect())
+        let shift = 8 - bits;
+        let data = if signed {
+            Data::I8(
+                src.into_iter()
+                    .map(|x| ((x as u8) << shift) as i8 >> shift)
+                    .collect(),
+            )
         } else {
-            Data::U8(clamped.map(|x| x as u8).collect())
+            Data::U8(
+                src.into_iter()
+                    .map(|x| (x as u8) & ((1 << bits) - 1))
+                    .collect(),
+            )
         };
         return Ok(Tensor::new(to, shape, data)?);
+    }
+    if to == DType::Float8E8M0 {
+        let codes = as_f64
+            .iter()
+            .map(|&x| to_e8m0(x as f32, saturate, mode))
+            .collect();
+        return Ok(Tensor::new(to, shape, Data::U8(codes))?);
     }
     if to.is_minifloat() {
         let codes = as_f64
@@ -139,15 +209,6 @@ pub fn cast_tensor(t: &Tensor, to: DType, saturate: bool) -> OpResult<Tensor> {
     Ok(Tensor::new(to, shape, data)?)
 }
 
-fn round_even(x: f64) -> f64 {
-    let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 {
-        2.0 * (x / 2.0).round()
-    } else {
-        r
-    }
-}
-
 fn target_dtype(code: i64) -> OpResult<DType> {
     i32::try_from(code)
         .ok()
@@ -174,19 +235,47 @@ fn build_cast(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
         _ => return Err(op_err!("attribute 'to' is required")),
     };
     let saturate = ctx.node.attr_int("saturate")?.unwrap_or(1) != 0;
+    let mode = round_mode(ctx)?;
     Ok(Box::new(
         move |_: &super::RunCtx, inputs: &[Option<&Value>]| {
-            one(cast_tensor(tensor_in(inputs, 0)?, to, saturate)?)
+            one(cast_with_round_mode(
+                tensor_in(inputs, 0)?,
+                to,
+                saturate,
+                mode,
+            )?)
         },
     ))
 }
 
+fn round_mode(ctx: &BuildCtx) -> OpResult<RoundMode> {
+    Ok(
+        match ctx
+            .node
+            .attr_string("round_mode")?
+            .as_deref()
+            .unwrap_or("up")
+        {
+            "up" => RoundMode::Up,
+            "down" => RoundMode::Down,
+            "nearest" => RoundMode::Nearest,
+            other => return Err(op_err!("unknown round_mode '{other}'")),
+        },
+    )
+}
+
 fn build_cast_like(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     let saturate = ctx.node.attr_int("saturate")?.unwrap_or(1) != 0;
+    let mode = round_mode(ctx)?;
     Ok(Box::new(
         move |_: &super::RunCtx, inputs: &[Option<&Value>]| {
             let target = tensor_in(inputs, 1)?.dtype();
-            one(cast_tensor(tensor_in(inputs, 0)?, target, saturate)?)
+            one(cast_with_round_mode(
+                tensor_in(inputs, 0)?,
+                target,
+                saturate,
+                mode,
+            )?)
         },
     ))
 }
@@ -212,8 +301,17 @@ mod tests {
         let s = Tensor::from_vec(vec![2], vec!["3.5".to_string(), "-inf".to_string()]).unwrap();
         let sf = cast_tensor(&s, DType::Float, true).unwrap();
         assert_eq!(sf.as_slice::<f32>().unwrap(), &[3.5, f32::NEG_INFINITY]);
+        // integers wrap to the low four bits: 300 = 0x12C -> 0xC = -4
         let i4 = cast_tensor(&i, DType::Int4, true).unwrap();
-        assert_eq!(i4.into_data(), Data::I8(vec![1, -1, 7, 0]));
+        assert_eq!(i4.into_data(), Data::I8(vec![1, -1, -4, 0]));
+        // floats truncate, and out-of-range floats become 0
+        let f4 = cast_tensor(&f, DType::Int4, true).unwrap();
+        assert_eq!(f4.into_data(), Data::I8(vec![1, -1, 0, 0]));
+        let e8 = Tensor::from_vec(vec![3], vec![1.1f32, 2.0, 0.75]).unwrap();
+        let up = cast_with_round_mode(&e8, DType::Float8E8M0, true, RoundMode::Up).unwrap();
+        assert_eq!(up.as_slice::<u8>().unwrap(), &[128, 128, 127]);
+        let down = cast_with_round_mode(&e8, DType::Float8E8M0, true, RoundMode::Down).unwrap();
+        assert_eq!(down.as_slice::<u8>().unwrap(), &[127, 128, 126]);
         let f8 = cast_tensor(&f, DType::Float8E4M3FN, true).unwrap();
         assert_eq!(f8.as_slice::<u8>().unwrap()[2], 0x79); // 288, the nearest to 300
     }
