@@ -1,0 +1,5 @@
+//! (not implemented yet)
+
+use super::Registry;
+
+pub fn register(_r: &mut Registry) {}
