@@ -867,6 +867,7 @@ fn attention(
     let rnd = |x: f64| round_to(dt, x);
     let sm_dt = at.softmax_dtype.unwrap_or(dt);
     let rnd_sm = |x: f64| round_to(sm_dt, x);
+    let narrow = matches!(dt, DType::Float16 | DType::BFloat16);
     let scale = at.scale.unwrap_or(1.0 / (d as f64).sqrt());
     let sf = rnd(scale.sqrt());
     let qs: Vec<f64> = q.iter().map(|&x| rnd(x * sf)).collect();
@@ -916,7 +917,14 @@ fn attention(
                 let qrow = &qs[((bi * hq + h) * sq + i) * d..][..d];
                 for (j, s) in scores.iter_mut().enumerate() {
                     let krow = &ks[((bi * hk + g) * l + j) * d..][..d];
-                    let dot: f64 = qrow.iter().zip(krow).map(|(a, c)| a * c).sum();
+                    let dot = if narrow {
+                        // 16-bit floats accumulate dot products in f32
+                        qrow.iter()
+                            .zip(krow)
+                            .fold(0.0f64, |acc, (a, c)| (acc + a * c) as f32 as f64)
+                    } else {
+                        qrow.iter().zip(krow).map(|(a, c)| a * c).sum()
+                    };
                     let mut x = rnd(dot);
                     if at.softcap > 0.0 {
                         x = rnd(rnd(rnd(x / at.softcap).tanh()) * at.softcap);
@@ -948,7 +956,12 @@ fn attention(
                     let mut sum = 0.0;
                     for s in scores.iter_mut() {
                         *s = rnd_sm((*s - mx).exp());
-                        sum += *s;
+                        // bfloat16 reductions round at every step
+                        sum = if sm_dt == DType::BFloat16 {
+                            rnd_sm(sum + *s)
+                        } else {
+                            sum + *s
+                        };
                     }
                     let sum = rnd_sm(sum);
                     let sum = if sum == 0.0 { 1.0 } else { sum };
