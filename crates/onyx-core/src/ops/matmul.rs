@@ -45,6 +45,9 @@ pub(crate) fn tensor_from_f64(dtype: DType, shape: Vec<usize>, v: Vec<f64>) -> O
     cast_tensor(&t, dtype, true)
 }
 
+/// Checks an allocation of `elements` x `elem_bytes` against the run's limits.
+pub(crate) type Check<'a> = &'a dyn Fn(usize, usize) -> OpResult<()>;
+
 fn count(shape: &[usize]) -> OpResult<usize> {
     numel(shape).ok_or_else(|| op_err!("shape {shape:?} has too many elements"))
 }
@@ -152,7 +155,7 @@ fn mm_typed<T: Arith + Elem>(a: &[T], b: &Tensor, p: &MmPlan, dtype: DType) -> O
 }
 
 /// numpy `matmul` of two tensors of the same numeric type.
-pub(crate) fn matmul(ctx: &RunCtx, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
+pub(crate) fn matmul(check: Check, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
     if a.dtype() != b.dtype() {
         return Err(op_err!(
             "operands have different element types {} and {}",
@@ -161,7 +164,7 @@ pub(crate) fn matmul(ctx: &RunCtx, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
         ));
     }
     let p = mm_plan(a.shape(), b.shape())?;
-    ctx.check_alloc(count(&p.out_shape)?, a.dtype().size_in_memory())?;
+    check(count(&p.out_shape)?, a.dtype().size_in_memory())?;
     let dt = a.dtype();
     match a.data() {
         Data::F32(_) | Data::F64(_) | Data::F16(_) | Data::BF16(_) => {
@@ -183,78 +186,103 @@ pub(crate) fn matmul(ctx: &RunCtx, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
 // ---------------------------------------------------------------------------
 // Gemm
 
+#[derive(Clone, Copy)]
+struct GemmAttrs {
+    trans_a: bool,
+    trans_b: bool,
+    alpha: f64,
+    beta: f64,
+}
+
 fn build_gemm(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
-    let trans_a = ctx.node.attr_int("transA")?.unwrap_or(0) != 0;
-    let trans_b = ctx.node.attr_int("transB")?.unwrap_or(0) != 0;
-    let alpha = f64::from(ctx.node.attr_float("alpha")?.unwrap_or(1.0));
-    let beta = f64::from(ctx.node.attr_float("beta")?.unwrap_or(1.0));
+    let at = GemmAttrs {
+        trans_a: ctx.node.attr_int("transA")?.unwrap_or(0) != 0,
+        trans_b: ctx.node.attr_int("transB")?.unwrap_or(0) != 0,
+        alpha: f64::from(ctx.node.attr_float("alpha")?.unwrap_or(1.0)),
+        beta: f64::from(ctx.node.attr_float("beta")?.unwrap_or(1.0)),
+    };
     Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
-        let a = tensor_in(inputs, 0)?;
-        let b = tensor_in(inputs, 1)?;
-        let c = opt_tensor_in(inputs, 2)?;
-        if a.rank() != 2 || b.rank() != 2 {
-            return Err(op_err!(
-                "Gemm needs 2-D A and B, got shapes {:?} and {:?}",
-                a.shape(),
-                b.shape()
-            ));
-        }
-        let (m, ka) = if trans_a {
-            (a.shape()[1], a.shape()[0])
-        } else {
-            (a.shape()[0], a.shape()[1])
-        };
-        let (kb, n) = if trans_b {
-            (b.shape()[1], b.shape()[0])
-        } else {
-            (b.shape()[0], b.shape()[1])
-        };
-        if ka != kb {
-            return Err(op_err!(
-                "Gemm inner dimensions differ: A' is {m}x{ka} and B' is {kb}x{n}"
-            ));
-        }
-        let total = m
-            .checked_mul(n)
-            .ok_or_else(|| op_err!("Gemm output {m}x{n} is too large"))?;
-        ctx.check_alloc(total, 8)?;
-        let av = a.to_f64_vec()?;
-        let bv = b.to_f64_vec()?;
-        let (asr, asc) = if trans_a { (1, m) } else { (ka, 1) };
-        let (bsr, bsc) = if trans_b { (1, ka) } else { (n, 1) };
-        let mut out = vec![0.0f64; total];
-        for i in 0..m {
-            for kk in 0..ka {
-                let x = av[i * asr + kk * asc];
-                if x == 0.0 {
-                    continue;
-                }
-                let row = &mut out[i * n..(i + 1) * n];
-                for (j, o) in row.iter_mut().enumerate() {
-                    *o += x * bv[kk * bsr + j * bsc];
-                }
-            }
-        }
-        for o in out.iter_mut() {
-            *o *= alpha;
-        }
-        if let Some(c) = c {
-            let cv = c.to_f64_vec()?;
-            let target = [m, n];
-            let bs = broadcast_shapes(&[c.shape(), &target])?;
-            if bs != target {
-                return Err(op_err!(
-                    "Gemm bias C of shape {:?} does not broadcast to {m}x{n}",
-                    c.shape()
-                ));
-            }
-            let cs = broadcast_strides(c.shape(), &target);
-            for_each_broadcast_index(&target, [&cs], |flat, [ic]| {
-                out[flat] += beta * cv[ic];
-            });
-        }
-        one(tensor_from_f64(a.dtype(), vec![m, n], out)?)
+        one(gemm(
+            &|n, b| ctx.check_alloc(n, b),
+            &at,
+            tensor_in(inputs, 0)?,
+            tensor_in(inputs, 1)?,
+            opt_tensor_in(inputs, 2)?,
+        )?)
     }))
+}
+
+/// alpha * A' B' + beta * C, with C broadcast to the product's shape.
+fn gemm(
+    check: Check,
+    at: &GemmAttrs,
+    a: &Tensor,
+    b: &Tensor,
+    c: Option<&Tensor>,
+) -> OpResult<Tensor> {
+    let (trans_a, trans_b, alpha, beta) = (at.trans_a, at.trans_b, at.alpha, at.beta);
+    if a.rank() != 2 || b.rank() != 2 {
+        return Err(op_err!(
+            "Gemm needs 2-D A and B, got shapes {:?} and {:?}",
+            a.shape(),
+            b.shape()
+        ));
+    }
+    let (m, ka) = if trans_a {
+        (a.shape()[1], a.shape()[0])
+    } else {
+        (a.shape()[0], a.shape()[1])
+    };
+    let (kb, n) = if trans_b {
+        (b.shape()[1], b.shape()[0])
+    } else {
+        (b.shape()[0], b.shape()[1])
+    };
+    if ka != kb {
+        return Err(op_err!(
+            "Gemm inner dimensions differ: A' is {m}x{ka} and B' is {kb}x{n}"
+        ));
+    }
+    let total = m
+        .checked_mul(n)
+        .ok_or_else(|| op_err!("Gemm output {m}x{n} is too large"))?;
+    check(total, 8)?;
+    let av = a.to_f64_vec()?;
+    let bv = b.to_f64_vec()?;
+    let (asr, asc) = if trans_a { (1, m) } else { (ka, 1) };
+    let (bsr, bsc) = if trans_b { (1, ka) } else { (n, 1) };
+    let mut out = vec![0.0f64; total];
+    for i in 0..m {
+        for kk in 0..ka {
+            let x = av[i * asr + kk * asc];
+            if x == 0.0 {
+                continue;
+            }
+            let row = &mut out[i * n..(i + 1) * n];
+            for (j, o) in row.iter_mut().enumerate() {
+                *o += x * bv[kk * bsr + j * bsc];
+            }
+        }
+    }
+    for o in out.iter_mut() {
+        *o *= alpha;
+    }
+    if let Some(c) = c {
+        let cv = c.to_f64_vec()?;
+        let target = [m, n];
+        let bs = broadcast_shapes(&[c.shape(), &target])?;
+        if bs != target {
+            return Err(op_err!(
+                "Gemm bias C of shape {:?} does not broadcast to {m}x{n}",
+                c.shape()
+            ));
+        }
+        let cs = broadcast_strides(c.shape(), &target);
+        for_each_broadcast_index(&target, [&cs], |flat, [ic]| {
+            out[flat] += beta * cv[ic];
+        });
+    }
+    tensor_from_f64(a.dtype(), vec![m, n], out)
 }
 
 // ---------------------------------------------------------------------------
@@ -382,7 +410,7 @@ fn parse_einsum(eq: &str, ranks: &[usize]) -> OpResult<EinsumSpec> {
     Ok(EinsumSpec { inputs, output })
 }
 
-fn einsum(ctx: &RunCtx, eq: &str, ts: &[&Tensor]) -> OpResult<Tensor> {
+fn einsum(check: Check, eq: &str, ts: &[&Tensor]) -> OpResult<Tensor> {
     let dtype = ts
         .first()
         .ok_or_else(|| op_err!("Einsum needs at least one input"))?
@@ -440,7 +468,7 @@ fn einsum(ctx: &RunCtx, eq: &str, ts: &[&Tensor]) -> OpResult<Tensor> {
     out_n
         .checked_mul(inner)
         .ok_or_else(|| op_err!("Einsum iteration space is too large"))?;
-    ctx.check_alloc(out_n, 8)?;
+    check(out_n, 8)?;
     let mut out = vec![0.0f64; out_n];
     let total = out_n * inner;
     if total > 0 {
@@ -485,7 +513,7 @@ fn build_einsum(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
         let ts: Vec<&Tensor> = (0..inputs.len())
             .map(|i| tensor_in(inputs, i))
             .collect::<Result<_, _>>()?;
-        one(einsum(ctx, &eq, &ts)?)
+        one(einsum(&|n, b| ctx.check_alloc(n, b), &eq, &ts)?)
     }))
 }
 
@@ -503,6 +531,9 @@ fn int_operand(t: &Tensor, zp: Option<&Tensor>, per_row: bool) -> OpResult<Vec<i
     };
     let Some(zp) = zp else { return Ok(v) };
     let z = zp.to_i64_vec()?;
+    if z.is_empty() {
+        return Err(op_err!("zero point is empty"));
+    }
     if z.len() == 1 {
         return Ok(v.into_iter().map(|x| x - z[0]).collect());
     }
@@ -544,20 +575,26 @@ fn int_operand(t: &Tensor, zp: Option<&Tensor>, per_row: bool) -> OpResult<Vec<i
 
 fn build_matmul_integer(_: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     Ok(Box::new(|ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        one(matmul_integer(&|n, b| ctx.check_alloc(n, b), inputs)?)
+    }))
+}
+
+fn matmul_integer(check: Check, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
+    {
         let a = tensor_in(inputs, 0)?;
         let b = tensor_in(inputs, 1)?;
         let av = int_operand(a, opt_tensor_in(inputs, 2)?, true)?;
         let bv = int_operand(b, opt_tensor_in(inputs, 3)?, false)?;
         let p = mm_plan(a.shape(), b.shape())?;
-        ctx.check_alloc(count(&p.out_shape)?, 4)?;
+        check(count(&p.out_shape)?, 4)?;
         let v = mm_run(&av, &bv, &p, 0i64, |acc, x, y| {
             acc.wrapping_add(x.wrapping_mul(y))
         })?;
-        one(Tensor::from_vec(
+        Ok(Tensor::from_vec(
             p.out_shape,
             v.into_iter().map(|x| x as i32).collect::<Vec<i32>>(),
         )?)
-    }))
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -682,7 +719,7 @@ fn build_attention(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     };
     let want_qk = n.outputs.len() > 3 && !n.outputs[3].is_empty();
     Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
-        attention(ctx, &a, want_qk, inputs)
+        attention(&|n, b| ctx.check_alloc(n, b), &a, want_qk, inputs)
     }))
 }
 
@@ -736,7 +773,7 @@ fn concat_seq(past: &[f64], p: usize, cur: &[f64], s: usize, bh: usize, d: usize
 }
 
 fn attention(
-    ctx: &RunCtx,
+    check: Check,
     at: &AttnAttrs,
     want_qk: bool,
     inputs: &[Option<&Value>],
@@ -822,8 +859,8 @@ fn attention(
     };
     let l = past_len + sk;
     let qk_n = count(&[b, hq, sq, l])?;
-    ctx.check_alloc(qk_n, 8)?;
-    ctx.check_alloc(count(&[b, hq, sq, dv])?, 8)?;
+    check(qk_n, 8)?;
+    check(count(&[b, hq, sq, dv])?, 8)?;
 
     // mask as a broadcast view over [B, Hq, Sq, mask_len]
     let mask_info = match mask {
@@ -1168,7 +1205,11 @@ fn rotary(
 pub fn register(r: &mut Registry) {
     r.add("", "MatMul", |_| {
         Ok(Box::new(|ctx: &RunCtx, inputs: &[Option<&Value>]| {
-            one(matmul(ctx, tensor_in(inputs, 0)?, tensor_in(inputs, 1)?)?)
+            one(matmul(
+                &|n, b| ctx.check_alloc(n, b),
+                tensor_in(inputs, 0)?,
+                tensor_in(inputs, 1)?,
+            )?)
         }))
     });
     r.add("", "Gemm", build_gemm);
@@ -1223,6 +1264,107 @@ mod tests {
         assert_eq!(d.shape(), &[2]);
         let v = d.as_slice::<f32>().unwrap();
         assert!((v[0] + 2.0).abs() < 1e-6 && (v[1] - 6.0).abs() < 1e-6);
+    }
+
+    fn no_limit(_: usize, _: usize) -> OpResult<()> {
+        Ok(())
+    }
+
+    fn t64(shape: &[usize], v: &[f64]) -> Tensor {
+        Tensor::from_vec(shape.to_vec(), v.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn einsum_runs() {
+        let a = t32(&[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let b = t32(&[2, 2], &[5.0, 6.0, 7.0, 8.0]);
+        let c = einsum(&no_limit, "ij,jk->ik", &[&a, &b]).unwrap();
+        assert_eq!(c.as_slice::<f32>().unwrap(), &[19.0, 22.0, 43.0, 50.0]);
+        let d = einsum(&no_limit, "ii->i", &[&a]).unwrap();
+        assert_eq!(d.as_slice::<f32>().unwrap(), &[1.0, 4.0]);
+        let tr = einsum(&no_limit, "ii", &[&a]).unwrap();
+        assert_eq!(tr.shape(), &[] as &[usize]);
+        assert_eq!(tr.as_slice::<f32>().unwrap(), &[5.0]);
+        let t = einsum(&no_limit, "...ij->...ji", &[&a]).unwrap();
+        assert_eq!(t.as_slice::<f32>().unwrap(), &[1.0, 3.0, 2.0, 4.0]);
+        let ints = Tensor::from_vec(vec![3], vec![1i64, 2, 3]).unwrap();
+        let dot = einsum(&no_limit, "i,i", &[&ints, &ints]).unwrap();
+        assert_eq!(dot.as_slice::<i64>().unwrap(), &[14]);
+    }
+
+    #[test]
+    fn gemm_transposes_and_bias() {
+        let a = t32(&[2, 2], &[1.0, 3.0, 2.0, 4.0]); // A^T = [[1,2],[3,4]]
+        let b = t32(&[2, 2], &[5.0, 6.0, 7.0, 8.0]);
+        let c = t32(&[2], &[1.0, -1.0]);
+        let at = GemmAttrs {
+            trans_a: true,
+            trans_b: false,
+            alpha: 2.0,
+            beta: 10.0,
+        };
+        let y = gemm(&no_limit, &at, &a, &b, Some(&c)).unwrap();
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[48.0, 34.0, 96.0, 90.0]);
+        let bad = t32(&[3], &[0.0; 3]);
+        assert!(gemm(&no_limit, &at, &a, &b, Some(&bad)).is_err());
+    }
+
+    #[test]
+    fn integer_products() {
+        let a = Tensor::from_vec(vec![2, 2], vec![1i32, 2, 3, 4]).unwrap();
+        let y = matmul(&no_limit, &a, &a).unwrap();
+        assert_eq!(y.as_slice::<i32>().unwrap(), &[7, 10, 15, 22]);
+        let a = Tensor::from_vec(vec![1, 2], vec![12u8, 14]).unwrap();
+        let b = Tensor::from_vec(vec![2, 1], vec![3u8, 5]).unwrap();
+        let za = Value::Tensor(Tensor::scalar(10u8));
+        let (va, vb) = (Value::Tensor(a), Value::Tensor(b));
+        let y = matmul_integer(&no_limit, &[Some(&va), Some(&vb), Some(&za)]).unwrap();
+        assert_eq!(y.as_slice::<i32>().unwrap(), &[2 * 3 + 4 * 5]);
+    }
+
+    fn attn_attrs(causal: bool) -> AttnAttrs {
+        AttnAttrs {
+            q_heads: None,
+            kv_heads: None,
+            scale: Some(1.0),
+            causal,
+            softcap: 0.0,
+            mode: 0,
+            softmax_dtype: None,
+            left: -1,
+            right: -1,
+        }
+    }
+
+    #[test]
+    fn attention_by_hand() {
+        // scores [0, ln 3] give weights [1/4, 3/4] over values [4, 8]
+        let q = Value::Tensor(t64(&[1, 1, 2, 1], &[1.0, 1.0]));
+        let k = Value::Tensor(t64(&[1, 1, 2, 1], &[0.0, 3f64.ln()]));
+        let v = Value::Tensor(t64(&[1, 1, 2, 1], &[4.0, 8.0]));
+        let run = |causal: bool, mask: Option<&Value>| -> Vec<f64> {
+            let out = attention(
+                &no_limit,
+                &attn_attrs(causal),
+                true,
+                &[Some(&q), Some(&k), Some(&v), mask],
+            )
+            .unwrap();
+            out[0].as_tensor().unwrap().to_f64_vec().unwrap()
+        };
+        let y = run(false, None);
+        assert!((y[0] - 7.0).abs() < 1e-12 && (y[1] - 7.0).abs() < 1e-12);
+        // causal: the first query sees only the first key
+        let y = run(true, None);
+        assert!((y[0] - 4.0).abs() < 1e-12 && (y[1] - 7.0).abs() < 1e-12);
+        // a boolean mask that hides the second key
+        let m = Value::Tensor(Tensor::from_vec(vec![2], vec![true, false]).unwrap());
+        let y = run(false, Some(&m));
+        assert_eq!(y, vec![4.0, 4.0]);
+        // fully masked rows give zeros, not NaN
+        let m = Value::Tensor(Tensor::from_vec(vec![1], vec![false]).unwrap());
+        let y = run(false, Some(&m));
+        assert_eq!(y, vec![0.0, 0.0]);
     }
 
     #[test]

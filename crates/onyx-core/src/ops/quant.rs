@@ -11,7 +11,7 @@ use onyx_tensor::{
 };
 
 use super::cast::cast_tensor;
-use super::matmul::{mm_plan, mm_run, round_to};
+use super::matmul::{mm_plan, mm_run, round_to, Check};
 use super::RunCtx;
 use super::{norm_axis, one, opt_tensor_in, tensor_in, BuildCtx, Kernel, OpResult, Registry};
 use crate::op_err;
@@ -318,7 +318,7 @@ fn minus_zp(t: &Tensor, zp: Option<&Tensor>) -> OpResult<Vec<i64>> {
     Ok(v.iter().zip(idx).map(|(&x, i)| x - zv[i]).collect())
 }
 
-fn qlinear_matmul(ctx: &RunCtx, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
+fn qlinear_matmul(check: Check, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
     let a = tensor_in(inputs, 0)?;
     let a_scale = tensor_in(inputs, 1)?;
     let a_zp = opt_tensor_in(inputs, 2)?;
@@ -331,7 +331,7 @@ fn qlinear_matmul(ctx: &RunCtx, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
     let bv = minus_zp(b, b_zp)?;
     let p = mm_plan(a.shape(), b.shape())?;
     let n = numel(&p.out_shape).ok_or_else(|| op_err!("output is too large"))?;
-    ctx.check_alloc(n, 8)?;
+    check(n, 8)?;
     let c = mm_run(&av, &bv, &p, 0i64, |acc, x, y| {
         acc.wrapping_add(x.wrapping_mul(y))
     })?;
@@ -383,6 +383,7 @@ struct ConvAttrs {
 
 /// Integer convolution of x [N, C, *spatial] with w [M, C/group, *kernel].
 fn conv_i64(
+    check: Check,
     x: &[i64],
     xs: &[usize],
     w: &[i64],
@@ -473,6 +474,7 @@ fn conv_i64(
     let mut out_shape = vec![n, m];
     out_shape.extend_from_slice(&out_sp);
     let total = numel(&out_shape).ok_or_else(|| op_err!("convolution output is too large"))?;
+    check(total, 8)?;
     let osz: usize = out_sp.iter().product();
     let ksz: usize = kshape.iter().product();
     let isz: usize = sp.iter().product();
@@ -563,8 +565,14 @@ fn build_qlinear_conv(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
             }
             other => minus_zp(w, other)?,
         };
-        let (mut acc, shape) = conv_i64(&xv, x.shape(), &wv, w.shape(), &at)?;
-        ctx.check_alloc(acc.len(), 8)?;
+        let (mut acc, shape) = conv_i64(
+            &|n, b| ctx.check_alloc(n, b),
+            &xv,
+            x.shape(),
+            &wv,
+            w.shape(),
+            &at,
+        )?;
         let m = shape[1];
         let osz: usize = shape[2..].iter().product();
         if let Some(b) = bias {
@@ -614,7 +622,7 @@ pub fn register(r: &mut Registry) {
     });
     r.add("", "QLinearMatMul", |_| {
         Ok(Box::new(|ctx: &RunCtx, inputs: &[Option<&Value>]| {
-            one(qlinear_matmul(ctx, inputs)?)
+            one(qlinear_matmul(&|n, b| ctx.check_alloc(n, b), inputs)?)
         }))
     });
     r.add("", "QLinearConv", build_qlinear_conv);
@@ -679,6 +687,25 @@ mod tests {
     }
 
     #[test]
+    fn qlinear_matmul_requantizes() {
+        // (2 - 0) * 0.5 times (6 - 2) * 0.25, requantized at 0.5 with zero point 1
+        let v = |t: Tensor| Value::Tensor(t);
+        let ins = [
+            v(Tensor::from_vec(vec![1, 1], vec![2u8]).unwrap()),
+            v(Tensor::scalar(0.5f32)),
+            v(Tensor::scalar(0u8)),
+            v(Tensor::from_vec(vec![1, 1], vec![6u8]).unwrap()),
+            v(Tensor::scalar(0.25f32)),
+            v(Tensor::scalar(2u8)),
+            v(Tensor::scalar(0.5f32)),
+            v(Tensor::scalar(1u8)),
+        ];
+        let refs: Vec<Option<&Value>> = ins.iter().map(Some).collect();
+        let y = qlinear_matmul(&|_, _| Ok(()), &refs).unwrap();
+        assert_eq!(y.as_slice::<u8>().unwrap(), &[3]);
+    }
+
+    #[test]
     fn integer_conv() {
         // 1x1x3x3 input, 1x1x2x2 kernel of ones: sums of 2x2 windows
         let x: Vec<i64> = (1..=9).collect();
@@ -691,7 +718,7 @@ mod tests {
             pads: None,
             strides: None,
         };
-        let (v, s) = conv_i64(&x, &[1, 1, 3, 3], &w, &[1, 1, 2, 2], &at).unwrap();
+        let (v, s) = conv_i64(&|_, _| Ok(()), &x, &[1, 1, 3, 3], &w, &[1, 1, 2, 2], &at).unwrap();
         assert_eq!(s, vec![1, 1, 2, 2]);
         assert_eq!(v, vec![12, 16, 24, 28]);
     }
