@@ -63,7 +63,7 @@ pub(crate) struct MmPlan {
 }
 
 /// Plans numpy `matmul` of shapes `a` and `b` (1-D operands promoted and dropped).
-pub(crate) fn mm_plan(a: &[usize], b: &[usize]) -> OpResult<MmPlan> {
+pub(crate) fn mm_plan(check: Check, a: &[usize], b: &[usize]) -> OpResult<MmPlan> {
     if a.is_empty() || b.is_empty() {
         return Err(op_err!(
             "matrix product needs operands of rank >= 1, got shapes {a:?} and {b:?}"
@@ -88,11 +88,15 @@ pub(crate) fn mm_plan(a: &[usize], b: &[usize]) -> OpResult<MmPlan> {
     let nb = count(&batch)?;
     let sa = broadcast_strides(a_batch, &batch);
     let sb = broadcast_strides(b_batch, &batch);
-    let mut pairs = Vec::with_capacity(nb);
     let (asz, bsz) = (m * ka, ka * n);
-    for_each_broadcast_index(&batch, [&sa, &sb], |_, [ia, ib]| {
-        pairs.push((ia * asz, ib * bsz))
-    });
+    let mut pairs = Vec::new();
+    if m * n > 0 {
+        check(nb, 16)?;
+        pairs.reserve(nb);
+        for_each_broadcast_index(&batch, [&sa, &sb], |_, [ia, ib]| {
+            pairs.push((ia * asz, ib * bsz))
+        });
+    }
     let mut out_shape = batch;
     if a.len() > 1 {
         out_shape.push(m);
@@ -163,7 +167,7 @@ pub(crate) fn matmul(check: Check, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
             b.dtype()
         ));
     }
-    let p = mm_plan(a.shape(), b.shape())?;
+    let p = mm_plan(check, a.shape(), b.shape())?;
     check(count(&p.out_shape)?, a.dtype().size_in_memory())?;
     let dt = a.dtype();
     match a.data() {
@@ -585,7 +589,7 @@ fn matmul_integer(check: Check, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
         let b = tensor_in(inputs, 1)?;
         let av = int_operand(a, opt_tensor_in(inputs, 2)?, true)?;
         let bv = int_operand(b, opt_tensor_in(inputs, 3)?, false)?;
-        let p = mm_plan(a.shape(), b.shape())?;
+        let p = mm_plan(check, a.shape(), b.shape())?;
         check(count(&p.out_shape)?, 4)?;
         let v = mm_run(&av, &bv, &p, 0i64, |acc, x, y| {
             acc.wrapping_add(x.wrapping_mul(y))
@@ -1234,17 +1238,17 @@ mod tests {
 
     #[test]
     fn matmul_plans_broadcast_and_vectors() {
-        let p = mm_plan(&[2, 1, 3, 4], &[5, 4, 6]).unwrap();
+        let p = mm_plan(&no_limit, &[2, 1, 3, 4], &[5, 4, 6]).unwrap();
         assert_eq!(p.out_shape, vec![2, 5, 3, 6]);
         assert_eq!(p.pairs.len(), 10);
-        let p = mm_plan(&[4], &[4]).unwrap();
+        let p = mm_plan(&no_limit, &[4], &[4]).unwrap();
         assert_eq!(p.out_shape, Vec::<usize>::new());
-        assert!(mm_plan(&[2, 3], &[4, 2]).is_err());
+        assert!(mm_plan(&no_limit, &[2, 3], &[4, 2]).is_err());
         let a = [1.0, 2.0, 3.0, 4.0];
         let b = [5.0, 6.0, 7.0, 8.0];
-        let p = mm_plan(&[2, 2], &[2, 2]).unwrap();
+        let p = mm_plan(&no_limit, &[2, 2], &[2, 2]).unwrap();
         assert_eq!(mm_f64(&a, &b, &p).unwrap(), vec![19.0, 22.0, 43.0, 50.0]);
-        let p = mm_plan(&[2], &[2, 2]).unwrap();
+        let p = mm_plan(&no_limit, &[2], &[2, 2]).unwrap();
         assert_eq!(mm_f64(&a[..2], &b, &p).unwrap(), vec![19.0, 22.0]);
     }
 

@@ -329,7 +329,7 @@ fn qlinear_matmul(check: Check, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
     let y_zp = opt_tensor_in(inputs, 7)?;
     let av = minus_zp(a, a_zp)?;
     let bv = minus_zp(b, b_zp)?;
-    let p = mm_plan(a.shape(), b.shape())?;
+    let p = mm_plan(check, a.shape(), b.shape())?;
     let n = numel(&p.out_shape).ok_or_else(|| op_err!("output is too large"))?;
     check(n, 8)?;
     let c = mm_run(&av, &bv, &p, 0i64, |acc, x, y| {
@@ -433,14 +433,16 @@ fn conv_i64(
     let strides = pos(&at.strides, "strides", nd)?;
     let dil = pos(&at.dilations, "dilations", nd)?;
     let sp = &xs[2..];
-    let mut pads = vec![0i64; 2 * nd];
+    // shape arithmetic in i128 so hostile attributes cannot overflow it
+    let mut pads = vec![0i128; 2 * nd];
     let mut out_sp = vec![0usize; nd];
     for d in 0..nd {
-        let ek = (dil[d] * (kshape[d].max(1) - 1) + 1) as i64;
+        let ek = dil[d] as i128 * (kshape[d].max(1) - 1) as i128 + 1;
+        let (sd, st) = (sp[d] as i128, strides[d] as i128);
         let (lo, hi, o) = match at.auto_pad.as_str() {
             "SAME_UPPER" | "SAME_LOWER" => {
-                let o = sp[d].div_ceil(strides[d]) as i64;
-                let total = ((o - 1) * strides[d] as i64 + ek - sp[d] as i64).max(0);
+                let o = (sd + st - 1) / st;
+                let total = ((o - 1) * st + ek - sd).max(0);
                 let small = total / 2;
                 if at.auto_pad == "SAME_UPPER" {
                     (small, total - small, o)
@@ -448,18 +450,14 @@ fn conv_i64(
                     (total - small, small, o)
                 }
             }
-            "VALID" => {
-                let o = (sp[d] as i64 - ek) / strides[d] as i64 + 1;
-                (0, 0, o)
-            }
+            "VALID" => (0, 0, (sd - ek).div_euclid(st) + 1),
             _ => {
                 let (lo, hi) = match &at.pads {
-                    Some(p) if p.len() == 2 * nd => (p[d], p[d + nd]),
+                    Some(p) if p.len() == 2 * nd => (p[d] as i128, p[d + nd] as i128),
                     Some(p) => return Err(op_err!("pads {p:?} should have {} values", 2 * nd)),
                     None => (0, 0),
                 };
-                let o = (sp[d] as i64 + lo + hi - ek) / strides[d] as i64 + 1;
-                (lo, hi, o)
+                (lo, hi, (sd + lo + hi - ek).div_euclid(st) + 1)
             }
         };
         if o < 0 || lo < 0 || hi < 0 {
@@ -469,7 +467,8 @@ fn conv_i64(
         }
         pads[d] = lo;
         pads[d + nd] = hi;
-        out_sp[d] = o as usize;
+        out_sp[d] = usize::try_from(o)
+            .map_err(|_| op_err!("convolution output along axis {d} is too large"))?;
     }
     let mut out_shape = vec![n, m];
     out_shape.extend_from_slice(&out_sp);
@@ -503,8 +502,10 @@ fn conv_i64(
                         let mut off = 0usize;
                         let mut inside = true;
                         for d in 0..nd {
-                            let p = (oidx[d] * strides[d] + kidx[d] * dil[d]) as i64 - pads[d];
-                            if p < 0 || p >= sp[d] as i64 {
+                            let p = (oidx[d] as i128) * (strides[d] as i128)
+                                + (kidx[d] as i128) * (dil[d] as i128)
+                                - pads[d];
+                            if p < 0 || p >= sp[d] as i128 {
                                 inside = false;
                                 break;
                             }
