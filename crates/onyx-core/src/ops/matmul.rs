@@ -461,10 +461,6 @@ fn einsum(check: Check, eq: &str, ts: &[&Tensor]) -> OpResult<Tensor> {
         }
         strides.push(s);
     }
-    let vals: Vec<Vec<f64>> = ts
-        .iter()
-        .map(|t| t.to_f64_vec())
-        .collect::<Result<_, _>>()?;
     let nout = spec.output.len();
     let out_shape: Vec<usize> = sizes[..nout].to_vec();
     let out_n = count(&out_shape)?;
@@ -473,38 +469,76 @@ fn einsum(check: Check, eq: &str, ts: &[&Tensor]) -> OpResult<Tensor> {
         .checked_mul(inner)
         .ok_or_else(|| op_err!("Einsum iteration space is too large"))?;
     check(out_n, 8)?;
-    let mut out = vec![0.0f64; out_n];
-    let total = out_n * inner;
-    if total > 0 {
-        let mut idx = vec![0usize; labels.len()];
-        let mut offs = vec![0usize; ts.len()];
+    let space = EinsumSpace {
+        sizes: &sizes,
+        strides: &strides,
+        out_n,
+        inner,
+    };
+    if dtype.is_float() {
+        let vals: Vec<Vec<f64>> = ts
+            .iter()
+            .map(|t| t.to_f64_vec())
+            .collect::<Result<_, _>>()?;
+        let out = space.run(&vals, 0.0, 1.0, |a, b| a * b, |a, b| a + b);
+        tensor_from_f64(dtype, out_shape, out)
+    } else {
+        // integers are exact (wrapping) in i64
+        let vals: Vec<Vec<i64>> = ts
+            .iter()
+            .map(|t| t.to_i64_vec())
+            .collect::<Result<_, _>>()?;
+        let out = space.run(&vals, 0, 1, i64::wrapping_mul, i64::wrapping_add);
+        cast_tensor(&Tensor::from_vec(out_shape, out)?, dtype, true)
+    }
+}
+
+/// The iteration space of an Einsum: every label's size, each input's stride
+/// per label, and how many output elements and summed terms there are.
+struct EinsumSpace<'a> {
+    sizes: &'a [usize],
+    strides: &'a [Vec<usize>],
+    out_n: usize,
+    inner: usize,
+}
+
+impl EinsumSpace<'_> {
+    fn run<T: Copy>(
+        &self,
+        vals: &[Vec<T>],
+        zero: T,
+        unit: T,
+        mul: impl Fn(T, T) -> T,
+        add: impl Fn(T, T) -> T,
+    ) -> Vec<T> {
+        let mut out = vec![zero; self.out_n];
+        let total = self.out_n * self.inner;
+        let nl = self.sizes.len();
+        let mut idx = vec![0usize; nl];
+        let mut offs = vec![0usize; vals.len()];
         for flat in 0..total {
-            let mut prod = 1.0;
+            let mut prod = unit;
             for (v, &o) in vals.iter().zip(&offs) {
-                prod *= v[o];
+                prod = mul(prod, v[o]);
             }
-            out[flat / inner] += prod;
+            let slot = &mut out[flat / self.inner];
+            *slot = add(*slot, prod);
             // advance the counter (last label fastest)
-            for d in (0..labels.len()).rev() {
+            for d in (0..nl).rev() {
                 idx[d] += 1;
-                for (o, s) in offs.iter_mut().zip(&strides) {
+                for (o, s) in offs.iter_mut().zip(self.strides) {
                     *o += s[d];
                 }
-                if idx[d] < sizes[d] {
+                if idx[d] < self.sizes[d] {
                     break;
                 }
-                for (o, s) in offs.iter_mut().zip(&strides) {
+                for (o, s) in offs.iter_mut().zip(self.strides) {
                     *o -= s[d] * idx[d];
                 }
                 idx[d] = 0;
             }
         }
-    }
-    if dtype.is_float() {
-        tensor_from_f64(dtype, out_shape, out)
-    } else {
-        let t = Tensor::from_vec(out_shape, out.into_iter().map(|x| x as i64).collect())?;
-        cast_tensor(&t, dtype, true)
+        out
     }
 }
 
