@@ -1240,6 +1240,198 @@ fn rotary(
     one(tensor_from_f64(x.dtype(), x.shape().to_vec(), out)?)
 }
 
+// ---------------------------------------------------------------------------
+// LinearAttention (not in the assigned list; an attention-family recurrence)
+
+#[derive(Clone, Copy, PartialEq)]
+enum LinearRule {
+    Linear,
+    Gated,
+    Delta,
+    GatedDelta,
+}
+
+fn build_linear_attention(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let n = &ctx.node;
+    let rule = match n
+        .attr_string("update_rule")?
+        .as_deref()
+        .unwrap_or("gated_delta")
+    {
+        "linear" => LinearRule::Linear,
+        "gated" => LinearRule::Gated,
+        "delta" => LinearRule::Delta,
+        "gated_delta" => LinearRule::GatedDelta,
+        other => return Err(op_err!("unsupported update_rule '{other}'")),
+    };
+    let hq = n.attr_int("q_num_heads")?;
+    let hk = n.attr_int("kv_num_heads")?;
+    let (hq, hk) = match (hq, hk) {
+        (Some(q), Some(k)) if q > 0 && k > 0 && q % k == 0 => (q as usize, k as usize),
+        _ => {
+            return Err(op_err!(
+                "q_num_heads and kv_num_heads are required, positive, and q a multiple of kv"
+            ))
+        }
+    };
+    let scale = f64::from(n.attr_float("scale")?.unwrap_or(0.0));
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        linear_attention(&|n, b| ctx.check_alloc(n, b), rule, hq, hk, scale, inputs)
+    }))
+}
+
+fn linear_attention(
+    check: Check,
+    rule: LinearRule,
+    hq: usize,
+    hk: usize,
+    scale: f64,
+    inputs: &[Option<&Value>],
+) -> OpResult<Vec<Value>> {
+    let q = tensor_in(inputs, 0)?;
+    let k = tensor_in(inputs, 1)?;
+    let v = tensor_in(inputs, 2)?;
+    let past = opt_tensor_in(inputs, 3)?;
+    let decay = opt_tensor_in(inputs, 4)?;
+    let beta = opt_tensor_in(inputs, 5)?;
+    let gating = matches!(rule, LinearRule::Gated | LinearRule::GatedDelta);
+    let delta = matches!(rule, LinearRule::Delta | LinearRule::GatedDelta);
+    if gating != decay.is_some() {
+        return Err(op_err!(
+            "the decay input must be given exactly when the update rule is gated"
+        ));
+    }
+    if delta != beta.is_some() {
+        return Err(op_err!(
+            "the beta input must be given exactly when the update rule uses the delta correction"
+        ));
+    }
+    let (b, t, qh) = match *q.shape() {
+        [b, t, h] => (b, t, h),
+        _ => return Err(op_err!("query must be rank 3, got {:?}", q.shape())),
+    };
+    let (kh, vh) = match (k.shape(), v.shape()) {
+        ([kb, kt, kh], [vb, vt, vh]) if *kb == b && *vb == b && *kt == t && *vt == t => (*kh, *vh),
+        _ => {
+            return Err(op_err!(
+                "key {:?} and value {:?} must be rank 3 matching query {:?}",
+                k.shape(),
+                v.shape(),
+                q.shape()
+            ))
+        }
+    };
+    if qh % hq != 0 || vh % hk != 0 || kh != hk * (qh / hq) {
+        return Err(op_err!(
+            "hidden sizes {qh}, {kh}, {vh} do not split into {hq} query and {hk} key/value heads"
+        ));
+    }
+    let (dk, dv, group) = (qh / hq, vh / hk, hq / hk);
+    let qv = float_vec(q, "query")?;
+    let kv = float_vec(k, "key")?;
+    let vv = float_vec(v, "value")?;
+    let decay_v = match decay {
+        Some(d) => {
+            let per_dim = match *d.shape() {
+                [db, dt, l] if db == b && dt == t && l == hk => false,
+                [db, dt, l] if db == b && dt == t && l == hk * dk => true,
+                _ => {
+                    return Err(op_err!(
+                        "decay shape {:?} must be [{b}, {t}, {hk}] or [{b}, {t}, {}]",
+                        d.shape(),
+                        hk * dk
+                    ))
+                }
+            };
+            Some((float_vec(d, "decay")?, per_dim))
+        }
+        None => None,
+    };
+    let beta_v = match beta {
+        Some(bt) => {
+            let per_head = match *bt.shape() {
+                [bb, bt2, l] if bb == b && bt2 == t && l == hk => true,
+                [bb, bt2, 1] if bb == b && bt2 == t => false,
+                _ => {
+                    return Err(op_err!(
+                        "beta shape {:?} must be [{b}, {t}, {hk}] or [{b}, {t}, 1]",
+                        bt.shape()
+                    ))
+                }
+            };
+            Some((float_vec(bt, "beta")?, per_head))
+        }
+        None => None,
+    };
+    let state_n = count(&[b, hk, dk, dv])?;
+    check(state_n, 8)?;
+    check(count(&[b, t, hq, dv])?, 8)?;
+    let (mut state, state_dt) = match past {
+        Some(p) => {
+            if p.shape() != [b, hk, dk, dv] {
+                return Err(op_err!(
+                    "past_state shape {:?} does not match [{b}, {hk}, {dk}, {dv}]",
+                    p.shape()
+                ));
+            }
+            (float_vec(p, "past_state")?, p.dtype())
+        }
+        None => (vec![0.0; state_n], q.dtype()),
+    };
+    let scale = if scale == 0.0 {
+        1.0 / (dk as f64).sqrt()
+    } else {
+        scale
+    };
+    let mut out = vec![0.0f64; b * t * hq * dv];
+    let mut vt = vec![0.0f64; dv];
+    for bi in 0..b {
+        for g in 0..hk {
+            let st = &mut state[(bi * hk + g) * dk * dv..][..dk * dv];
+            for ti in 0..t {
+                let row = bi * t + ti;
+                let krow = &kv[row * kh + g * dk..][..dk];
+                vt.copy_from_slice(&vv[row * vh + g * dv..][..dv]);
+                if let Some((dec, per_dim)) = &decay_v {
+                    for d in 0..dk {
+                        let e = if *per_dim {
+                            dec[row * hk * dk + g * dk + d]
+                        } else {
+                            dec[row * hk + g]
+                        }
+                        .exp();
+                        st[d * dv..(d + 1) * dv].iter_mut().for_each(|x| *x *= e);
+                    }
+                }
+                if let Some((bv, per_head)) = &beta_v {
+                    let be = if *per_head { bv[row * hk + g] } else { bv[row] };
+                    for (m, x) in vt.iter_mut().enumerate() {
+                        let retrieved: f64 = (0..dk).map(|d| st[d * dv + m] * krow[d]).sum();
+                        *x = be * (*x - retrieved);
+                    }
+                }
+                for d in 0..dk {
+                    for m in 0..dv {
+                        st[d * dv + m] += krow[d] * vt[m];
+                    }
+                }
+                for h in g * group..(g + 1) * group {
+                    let qrow = &qv[row * qh + h * dk..][..dk];
+                    let orow = &mut out[(row * hq + h) * dv..][..dv];
+                    for (m, o) in orow.iter_mut().enumerate() {
+                        let s: f64 = (0..dk).map(|d| qrow[d] * st[d * dv + m]).sum();
+                        *o = scale * s;
+                    }
+                }
+            }
+        }
+    }
+    Ok(vec![
+        Value::Tensor(tensor_from_f64(q.dtype(), vec![b, t, hq * dv], out)?),
+        Value::Tensor(tensor_from_f64(state_dt, vec![b, hk, dk, dv], state)?),
+    ])
+}
+
 pub fn register(r: &mut Registry) {
     r.add("", "MatMul", |_| {
         Ok(Box::new(|ctx: &RunCtx, inputs: &[Option<&Value>]| {
@@ -1260,6 +1452,7 @@ pub fn register(r: &mut Registry) {
     });
     r.add("", "Attention", build_attention);
     r.add("", "RotaryEmbedding", build_rotary);
+    r.add("", "LinearAttention", build_linear_attention);
 }
 
 #[cfg(test)]
@@ -1403,6 +1596,32 @@ mod tests {
         let m = Value::Tensor(Tensor::from_vec(vec![1], vec![false]).unwrap());
         let y = run(false, Some(&m));
         assert_eq!(y, vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn linear_attention_accumulates_state() {
+        // state_t = state_{t-1} + k_t v_t; output = q_t * state_t
+        let q = Value::Tensor(t32(&[1, 2, 1], &[1.0, 1.0]));
+        let k = Value::Tensor(t32(&[1, 2, 1], &[1.0, 2.0]));
+        let v = Value::Tensor(t32(&[1, 2, 1], &[3.0, 4.0]));
+        let ins = [Some(&q), Some(&k), Some(&v)];
+        let out = linear_attention(&no_limit, LinearRule::Linear, 1, 1, 1.0, &ins).unwrap();
+        let y = out[0]
+            .as_tensor()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
+        assert_eq!(y, vec![3.0, 11.0]);
+        let state = out[1]
+            .as_tensor()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
+        assert_eq!(state, vec![11.0]);
+        // gated rules need decay
+        assert!(linear_attention(&no_limit, LinearRule::Gated, 1, 1, 1.0, &ins).is_err());
     }
 
     #[test]
