@@ -1432,6 +1432,191 @@ fn linear_attention(
     ])
 }
 
+// ---------------------------------------------------------------------------
+// FlexAttention (ai.onnx.preview; not in the assigned list)
+
+struct FlexAttrs {
+    scale: Option<f64>,
+    softmax_dtype: Option<DType>,
+    score_mod: Option<std::sync::Arc<crate::plan::Plan>>,
+    prob_mod: Option<std::sync::Arc<crate::plan::Plan>>,
+}
+
+fn build_flex_attention(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let n = &ctx.node;
+    let softmax_dtype = match n.attr_int("softmax_precision")? {
+        None => None,
+        Some(code) => match i32::try_from(code).ok().and_then(DType::from_onnx) {
+            Some(d @ (DType::Float | DType::Double | DType::Float16 | DType::BFloat16)) => Some(d),
+            _ => return Err(op_err!("softmax_precision {code} is not a float type")),
+        },
+    };
+    let graph = |name: &str| -> OpResult<Option<std::sync::Arc<crate::plan::Plan>>> {
+        match n.attr_graph(name)? {
+            Some(g) => Ok(Some(ctx.subgraph(&g)?)),
+            None => Ok(None),
+        }
+    };
+    let at = FlexAttrs {
+        scale: n.attr_float("scale")?.map(f64::from),
+        softmax_dtype,
+        score_mod: graph("score_mod")?,
+        prob_mod: graph("prob_mod")?,
+    };
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        flex_attention(
+            &|n, b| ctx.check_alloc(n, b),
+            &|plan, ins| ctx.run_subgraph(plan, ins),
+            &at,
+            inputs,
+        )
+    }))
+}
+
+/// Runs a score/prob modifier graph on a [B, H, L, S] tensor of `dt`.
+/// Runs a compiled subgraph on inputs.
+type RunGraph<'a> = &'a dyn Fn(&crate::plan::Plan, Vec<Option<Value>>) -> OpResult<Vec<Value>>;
+
+fn run_mod(
+    run: RunGraph,
+    plan: &crate::plan::Plan,
+    dt: DType,
+    shape: &[usize],
+    v: Vec<f64>,
+    what: &str,
+) -> OpResult<Vec<f64>> {
+    let n = v.len();
+    let t = tensor_from_f64(dt, shape.to_vec(), v)?;
+    let outs = run(plan, vec![Some(Value::Tensor(t))])?;
+    let out = match outs.as_slice() {
+        [Value::Tensor(t)] => t,
+        _ => return Err(op_err!("{what} must produce exactly one tensor")),
+    };
+    let r = float_vec(out, what)?;
+    if r.len() != n {
+        return Err(op_err!(
+            "{what} produced shape {:?} instead of {shape:?}",
+            out.shape()
+        ));
+    }
+    Ok(r.into_iter().map(|x| round_to(dt, x)).collect())
+}
+
+fn flex_attention(
+    check: Check,
+    run: RunGraph,
+    at: &FlexAttrs,
+    inputs: &[Option<&Value>],
+) -> OpResult<Vec<Value>> {
+    let qt = tensor_in(inputs, 0)?;
+    let kt = tensor_in(inputs, 1)?;
+    let vt = tensor_in(inputs, 2)?;
+    let (&[b, hq, l, e], &[bk, hk, s, ek], &[bv, hv, sv, ev]) =
+        (qt.shape(), kt.shape(), vt.shape())
+    else {
+        return Err(op_err!(
+            "FlexAttention needs rank-4 Q, K, V, got {:?}, {:?}, {:?}",
+            qt.shape(),
+            kt.shape(),
+            vt.shape()
+        ));
+    };
+    if bk != b || bv != b || hv != hk || sv != s || ek != e || hk == 0 || hq % hk != 0 {
+        return Err(op_err!(
+            "Q {:?}, K {:?} and V {:?} do not agree",
+            qt.shape(),
+            kt.shape(),
+            vt.shape()
+        ));
+    }
+    let dt = qt.dtype();
+    let group = hq / hk;
+    let cdt = at.softmax_dtype.unwrap_or(match dt {
+        DType::Double => DType::Double,
+        _ => DType::Float,
+    });
+    let n_scores = count(&[b, hq, l, s])?;
+    check(n_scores, 8)?;
+    check(count(&[b, hq, l, ev])?, 8)?;
+    let rq = |x: f64| round_to(dt, x);
+    let rc = |x: f64| round_to(cdt, x);
+    let scale = at.scale.unwrap_or(1.0 / (e as f64).sqrt());
+    let sf = rq(f64::from((scale as f32).sqrt()));
+    let q: Vec<f64> = float_vec(qt, "Q")?
+        .into_iter()
+        .map(|x| rq(x * sf))
+        .collect();
+    let k: Vec<f64> = float_vec(kt, "K")?
+        .into_iter()
+        .map(|x| rq(x * sf))
+        .collect();
+    let v: Vec<f64> = float_vec(vt, "V")?.into_iter().map(rc).collect();
+    let narrow = matches!(dt, DType::Float16 | DType::BFloat16);
+    let mut scores = vec![0.0f64; n_scores];
+    for bi in 0..b {
+        for h in 0..hq {
+            let g = h / group;
+            for i in 0..l {
+                let qrow = &q[((bi * hq + h) * l + i) * e..][..e];
+                for j in 0..s {
+                    let krow = &k[((bi * hk + g) * s + j) * e..][..e];
+                    let dot = if narrow {
+                        qrow.iter()
+                            .zip(krow)
+                            .fold(0.0f64, |acc, (a, c)| (acc + a * c) as f32 as f64)
+                    } else {
+                        qrow.iter().zip(krow).map(|(a, c)| a * c).sum()
+                    };
+                    scores[((bi * hq + h) * l + i) * s + j] = rc(rq(dot));
+                }
+            }
+        }
+    }
+    let shape = [b, hq, l, s];
+    if let Some(plan) = &at.score_mod {
+        scores = run_mod(run, plan, cdt, &shape, scores, "score_mod")?;
+    }
+    if s > 0 {
+        for row in scores.chunks_mut(s) {
+            let mx = row.iter().fold(f64::NEG_INFINITY, |m, &x| {
+                if m.is_nan() || x.is_nan() {
+                    f64::NAN
+                } else {
+                    m.max(x)
+                }
+            });
+            let mut sum = 0.0;
+            for x in row.iter_mut() {
+                *x = rc((*x - mx).exp());
+                sum += *x;
+            }
+            let sum = rc(sum);
+            row.iter_mut().for_each(|x| *x = rc(*x / sum));
+        }
+    }
+    if let Some(plan) = &at.prob_mod {
+        scores = run_mod(run, plan, cdt, &shape, scores, "prob_mod")?;
+    }
+    let mut y = vec![0.0f64; b * hq * l * ev];
+    for bi in 0..b {
+        for h in 0..hq {
+            let g = h / group;
+            for i in 0..l {
+                let prow = &scores[((bi * hq + h) * l + i) * s..][..s];
+                let yrow = &mut y[((bi * hq + h) * l + i) * ev..][..ev];
+                for (j, &p) in prow.iter().enumerate() {
+                    let vrow = &v[((bi * hk + g) * s + j) * ev..][..ev];
+                    for (o, &x) in yrow.iter_mut().zip(vrow) {
+                        *o += p * x;
+                    }
+                }
+                yrow.iter_mut().for_each(|x| *x = rc(*x));
+            }
+        }
+    }
+    one(tensor_from_f64(vt.dtype(), vec![b, hq, l, ev], y)?)
+}
+
 pub fn register(r: &mut Registry) {
     r.add("", "MatMul", |_| {
         Ok(Box::new(|ctx: &RunCtx, inputs: &[Option<&Value>]| {
@@ -1453,6 +1638,7 @@ pub fn register(r: &mut Registry) {
     r.add("", "Attention", build_attention);
     r.add("", "RotaryEmbedding", build_rotary);
     r.add("", "LinearAttention", build_linear_attention);
+    r.add("ai.onnx.preview", "FlexAttention", build_flex_attention);
 }
 
 #[cfg(test)]
@@ -1622,6 +1808,27 @@ mod tests {
         assert_eq!(state, vec![11.0]);
         // gated rules need decay
         assert!(linear_attention(&no_limit, LinearRule::Gated, 1, 1, 1.0, &ins).is_err());
+    }
+
+    #[test]
+    fn flex_attention_without_modifiers() {
+        // scores [0, ln 3] give weights [1/4, 3/4] over values [4, 8]
+        let q = Value::Tensor(t64(&[1, 1, 1, 1], &[1.0]));
+        let k = Value::Tensor(t64(&[1, 1, 2, 1], &[0.0, 3f64.ln()]));
+        let v = Value::Tensor(t64(&[1, 1, 2, 1], &[4.0, 8.0]));
+        let at = FlexAttrs {
+            scale: Some(1.0),
+            softmax_dtype: None,
+            score_mod: None,
+            prob_mod: None,
+        };
+        let no_graph = |_: &crate::plan::Plan, _: Vec<Option<Value>>| -> OpResult<Vec<Value>> {
+            Err(op_err!("no graphs here"))
+        };
+        let out =
+            flex_attention(&no_limit, &no_graph, &at, &[Some(&q), Some(&k), Some(&v)]).unwrap();
+        let y = out[0].as_tensor().unwrap().to_f64_vec().unwrap();
+        assert!((y[0] - 7.0).abs() < 1e-12);
     }
 
     #[test]
