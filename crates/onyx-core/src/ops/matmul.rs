@@ -171,7 +171,17 @@ pub(crate) fn matmul(check: Check, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
     check(count(&p.out_shape)?, a.dtype().size_in_memory())?;
     let dt = a.dtype();
     match a.data() {
-        Data::F32(_) | Data::F64(_) | Data::F16(_) | Data::BF16(_) => {
+        // f32 and f64 multiply natively, as numpy does
+        Data::F32(x) => {
+            let y = b.as_slice::<f32>()?;
+            let v = mm_run(x, y, &p, 0.0f32, |acc, u, w| acc + u * w)?;
+            Ok(Tensor::from_vec(p.out_shape, v)?)
+        }
+        Data::F64(x) => {
+            let v = mm_f64(x, b.as_slice::<f64>()?, &p)?;
+            Ok(Tensor::from_vec(p.out_shape, v)?)
+        }
+        Data::F16(_) | Data::BF16(_) => {
             let v = mm_f64(&a.to_f64_vec()?, &b.to_f64_vec()?, &p)?;
             tensor_from_f64(dt, p.out_shape, v)
         }
