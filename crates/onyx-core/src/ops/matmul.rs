@@ -1,9 +1,14 @@
-//! Matrix products: MatMul, Gemm, Einsum, MatMulInteger, Det, Attention and
-//! RotaryEmbedding.
+//! Matrix products: MatMul, Gemm, Einsum, MatMulInteger, Det, Attention,
+//! RotaryEmbedding, LinearAttention and (ai.onnx.preview) FlexAttention.
 //!
-//! Float element types are computed in f64 and rounded back to the element
-//! type at the points where the ONNX reference rounds (so float16/bfloat16
-//! results agree with it); integer MatMul wraps like the elementwise ops.
+//! f32/f64 MatMul runs natively; the other float paths compute in f64 and
+//! round back to the element type at the points where the ONNX reference
+//! rounds (so float16/bfloat16 results agree with it); integer MatMul and
+//! Einsum wrap like the elementwise ops.
+//!
+//! Opset notes: Gemm's pre-7 `broadcast` attribute is implied (C always
+//! broadcasts); Attention reads `nonpad_kv_seqlen` (input 6) from opset 24
+//! and the sliding-window attributes from opset 25.
 
 use onyx_tensor::{
     bf16, broadcast_shapes, broadcast_strides, f16, for_each_broadcast_index, numel, DType, Data,
@@ -1839,6 +1844,35 @@ mod tests {
             flex_attention(&no_limit, &no_graph, &at, &[Some(&q), Some(&k), Some(&v)]).unwrap();
         let y = out[0].as_tensor().unwrap().to_f64_vec().unwrap();
         assert!((y[0] - 7.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let a = t32(&[2, 3], &[0.0; 6]);
+        assert!(einsum(&no_limit, "ij,jk", &[&a]).is_err());
+        assert!(einsum(&no_limit, "i.j", &[&a]).is_err());
+        assert!(einsum(&no_limit, "ijk", &[&a]).is_err());
+        assert!(det(&a).is_err());
+        let q = Value::Tensor(t32(&[1, 1, 2, 4], &[0.0; 8]));
+        let k = Value::Tensor(t32(&[1, 1, 2, 3], &[0.0; 6]));
+        let err = attention(
+            &no_limit,
+            &attn_attrs(false),
+            false,
+            &[Some(&q), Some(&k), Some(&k)],
+        );
+        assert!(err.is_err());
+        // 3-D inputs need head counts
+        let q3 = Value::Tensor(t32(&[1, 2, 4], &[0.0; 8]));
+        let err = attention(
+            &no_limit,
+            &attn_attrs(false),
+            false,
+            &[Some(&q3), Some(&q3), Some(&q3)],
+        );
+        assert!(err.is_err());
+        let big = |_: usize, _: usize| -> OpResult<()> { Err(op_err!("over the limit")) };
+        assert!(matmul(&big, &a, &t32(&[3, 1], &[0.0; 3])).is_err());
     }
 
     #[test]
