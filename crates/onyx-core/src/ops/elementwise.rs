@@ -357,6 +357,9 @@ pub(crate) fn erf(x: f64) -> f64 {
     // erf via the complementary function's continued-fraction-free series:
     // for |x| < 2.5 use the Maclaurin series, beyond use the asymptotic erfc.
     let ax = x.abs();
+    if ax == 0.0 || ax.is_nan() {
+        return x;
+    }
     let r = if ax < 2.5 {
         let mut sum = ax;
         let mut term = ax;
@@ -493,6 +496,9 @@ mod tests {
         assert!((erf(0.5) - 0.520_499_877_813_046_5).abs() < 1e-12);
         assert!((erf(3.0) - 0.999_977_909_503_001_4).abs() < 1e-12);
         assert!((erf(-1.0) + 0.842_700_792_949_714_9).abs() < 1e-12);
+        assert_eq!(erf(0.0), 0.0);
+        assert!(erf(f64::NAN).is_nan());
+        assert_eq!(erf(f64::INFINITY), 1.0);
         assert_eq!(round_even_f64(2.5), 2.0);
         assert_eq!(round_even_f64(-1.5), -2.0);
         assert_eq!(round_even_f64(0.4), 0.0);
