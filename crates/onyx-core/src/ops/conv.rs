@@ -17,18 +17,32 @@ fn checked_prod(dims: &[usize]) -> OpResult<usize> {
     numel(dims).ok_or_else(|| op_err!("shape {dims:?} is too large"))
 }
 
-/// `out[m][p] += sum_r w[m][r] * col[r][p]` for an `rows x inner` by `inner x cols` product.
-fn gemm_acc(out: &mut [f64], w: &[f64], col: &[f64], rows: usize, inner: usize, cols: usize) {
+/// The element types convolutions compute in.
+pub(crate) trait Num: num_traits::Float + Default + Send + Sync + 'static {}
+impl Num for f32 {}
+impl Num for f64 {}
+
+/// `out[m][p] += sum_r w[m][r] * col[r][p]` for an `rows x inner` by
+/// `inner x cols` product; output rows are `ostride` apart.
+fn gemm_acc<F: Num>(
+    out: &mut [F],
+    ostride: usize,
+    w: &[F],
+    col: &[F],
+    rows: usize,
+    inner: usize,
+    cols: usize,
+) {
     for m in 0..rows {
-        let o = &mut out[m * cols..(m + 1) * cols];
+        let o = &mut out[m * ostride..m * ostride + cols];
         let wr = &w[m * inner..(m + 1) * inner];
         for (r, &wv) in wr.iter().enumerate() {
-            if wv == 0.0 {
+            if wv == F::zero() {
                 continue;
             }
             let c = &col[r * cols..(r + 1) * cols];
             for (ov, &cv) in o.iter_mut().zip(c) {
-                *ov += wv * cv;
+                *ov = *ov + wv * cv;
             }
         }
     }
@@ -91,57 +105,76 @@ fn conv_dims(
 }
 
 /// Runs a grouped convolution given a function that fills the im2col matrix
-/// (`C/group * kprod` rows by `out_plane` columns) for (batch, group).
-fn conv_with_cols(
+/// (`C/group * kprod` rows by `ncols` columns, for output positions
+/// `col0..col0+ncols`) for (batch, group). Columns go `chunk` at a time.
+fn conv_with_cols<F: Num>(
     d: &ConvDims,
-    w: &[f64],
-    bias: Option<&[f64]>,
-    mut fill: impl FnMut(usize, usize, &mut [f64]),
-) -> Vec<f64> {
+    w: &[F],
+    bias: Option<&[F]>,
+    chunk: usize,
+    mut fill: impl FnMut(usize, usize, usize, usize, &mut [F]),
+) -> Vec<F> {
     let cg = d.c / d.group;
     let mg = d.m / d.group;
     let inner = cg * d.kprod;
-    let mut out = vec![0.0; d.n * d.m * d.out_plane];
-    let mut col = vec![0.0; inner * d.out_plane];
+    let mut out = vec![F::zero(); d.n * d.m * d.out_plane];
+    let per = chunk.clamp(1, d.out_plane.max(1));
+    let mut col = vec![F::zero(); inner * per];
     for b in 0..d.n {
         for gi in 0..d.group {
-            fill(b, gi, &mut col);
             let o0 = (b * d.m + gi * mg) * d.out_plane;
-            let o = &mut out[o0..o0 + mg * d.out_plane];
             if let Some(bias) = bias {
-                for (mi, chunk) in o.chunks_mut(d.out_plane).enumerate() {
-                    chunk.fill(bias[gi * mg + mi]);
+                let o = &mut out[o0..o0 + mg * d.out_plane];
+                for (mi, row) in o.chunks_mut(d.out_plane.max(1)).enumerate() {
+                    row.fill(bias[gi * mg + mi]);
                 }
             }
             let wg = &w[gi * mg * inner..(gi + 1) * mg * inner];
-            gemm_acc(o, wg, &col, mg, inner, d.out_plane);
+            let mut c0 = 0;
+            while c0 < d.out_plane {
+                let nc = per.min(d.out_plane - c0);
+                let cbuf = &mut col[..inner * nc];
+                fill(b, gi, c0, nc, cbuf);
+                gemm_acc(&mut out[o0 + c0..], d.out_plane, wg, cbuf, mg, inner, nc);
+                c0 += nc;
+            }
         }
     }
     out
 }
 
-/// Plain im2col for channels `c0..c0+cg` of batch `b`; `zero` fills padding.
-fn im2col(
-    x: &[f64],
+/// Plain im2col of output positions `c0..c0+nc` for the channels of group
+/// `gi` of batch `b`; padding reads as zero.
+#[allow(clippy::too_many_arguments)]
+fn im2col<F: Num>(
+    x: &[F],
     d: &ConvDims,
     g: &Geometry,
     taps: &[Vec<Tap>],
     b: usize,
     gi: usize,
-    col: &mut [f64],
+    c0: usize,
+    nc: usize,
+    col: &mut [F],
 ) {
     let nd = g.input.len();
     let cg = d.c / d.group;
     let in_strides = strides_of(&g.input);
     let mut k = vec![0usize; nd];
     let mut o = vec![0usize; nd];
+    let mut start = vec![0usize; nd];
+    let mut rem = c0;
+    for i in (0..nd).rev() {
+        start[i] = rem % g.output[i].max(1);
+        rem /= g.output[i].max(1);
+    }
     for ci in 0..cg {
         let plane0 = (b * d.c + gi * cg + ci) * d.in_plane;
         let plane = &x[plane0..plane0 + d.in_plane];
         k.iter_mut().for_each(|v| *v = 0);
         for kk in 0..d.kprod {
-            let row = &mut col[(ci * d.kprod + kk) * d.out_plane..][..d.out_plane];
-            o.iter_mut().for_each(|v| *v = 0);
+            let row = &mut col[(ci * d.kprod + kk) * nc..][..nc];
+            o.copy_from_slice(&start);
             for cell in row.iter_mut() {
                 let mut off = 0;
                 let mut inside = true;
@@ -151,10 +184,9 @@ fn im2col(
                         _ => inside = false,
                     }
                 }
-                *cell = if inside { plane[off] } else { 0.0 };
+                *cell = if inside { plane[off] } else { F::zero() };
                 next_index(&mut o, &g.output);
             }
-            let _ = kk;
             next_index(&mut k, &g.kernel);
         }
     }
@@ -210,25 +242,27 @@ fn bias_in(inputs: &[Option<&Value>], i: usize, m: usize) -> OpResult<Option<Vec
     }
 }
 
-/// Convolution of f64 data; returns the output values and shape.
+/// Convolution of `F` data; returns the output values and shape.
 #[allow(clippy::too_many_arguments)]
-fn conv_f64(
+fn conv_run<F: Num>(
     rc: &RunCtx,
     x: &Tensor,
-    xv: &[f64],
+    xv: &[F],
     w: &Tensor,
-    wv: &[f64],
-    bias: Option<&[f64]>,
+    wv: &[F],
+    bias: Option<&[F]>,
     group: usize,
     attrs: &WindowAttrs,
-) -> OpResult<(Vec<f64>, Vec<usize>)> {
+) -> OpResult<(Vec<F>, Vec<usize>)> {
     let kernel = weight_kernel(x, w)?;
     check_kernel_attr(&attrs.kernel, &kernel)?;
     let g = attrs.geometry(&x.shape()[2..], Some(&kernel))?;
     let d = conv_dims(rc, x, w, group, &g)?;
     let taps = g.taps();
-    let out = conv_with_cols(&d, wv, bias, |b, gi, col| {
-        im2col(xv, &d, &g, &taps, b, gi, col)
+    let inner = (d.c / d.group) * d.kprod;
+    let chunk = ((1usize << 18) / inner.max(1)).max(256);
+    let out = conv_with_cols(&d, wv, bias, chunk, |b, gi, c0, nc, col| {
+        im2col(xv, &d, &g, &taps, b, gi, c0, nc, col)
     });
     let mut shape = vec![d.n, d.m];
     shape.extend_from_slice(&g.output);
@@ -250,7 +284,21 @@ fn build_conv(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
         }
         let m = w.shape().first().copied().unwrap_or(0);
         let bias = bias_in(inputs, 2, m)?;
-        let (out, shape) = conv_f64(
+        if x.dtype() == DType::Float {
+            let bias32: Option<Vec<f32>> = bias.map(|b| b.iter().map(|&v| v as f32).collect());
+            let (out, shape) = conv_run(
+                rc,
+                x,
+                x.as_slice::<f32>()?,
+                w,
+                w.as_slice::<f32>()?,
+                bias32.as_deref(),
+                group,
+                &attrs,
+            )?;
+            return one(Tensor::from_vec(shape, out)?);
+        }
+        let (out, shape) = conv_run(
             rc,
             x,
             &x.to_f64_vec()?,
@@ -309,7 +357,7 @@ fn build_conv_integer(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
             .enumerate()
             .map(|(i, v)| v - wz[i / per_m.max(1)])
             .collect();
-        let (out, shape) = conv_f64(rc, x, &xv, w, &wv, None, group, &attrs)?;
+        let (out, shape) = conv_run(rc, x, &xv, w, &wv, None, group, &attrs)?;
         let out: Vec<i32> = out.iter().map(|&v| v as i32).collect();
         one(Tensor::from_vec(shape, out)?)
     }))
@@ -705,7 +753,7 @@ fn build_deform_conv(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
         let (kh, kw) = (g.kernel[0], g.kernel[1]);
         let cg = d.c / d.group;
         let cpo = d.c / og;
-        let out = conv_with_cols(&d, &wv, bias.as_deref(), |b, gi, col| {
+        let out = conv_with_cols(&d, &wv, bias.as_deref(), usize::MAX, |b, gi, _, _, col| {
             for ci in 0..cg {
                 let ch = gi * cg + ci;
                 let ogi = ch / cpo;
@@ -847,7 +895,7 @@ mod tests {
     fn gemm_accumulates() {
         let mut out = vec![1.0, 1.0];
         // [1 2] x [[1 0],[0 1]] added to [1 1]
-        gemm_acc(&mut out, &[1.0, 2.0], &[1.0, 0.0, 0.0, 1.0], 1, 2, 2);
+        gemm_acc(&mut out, 2, &[1.0, 2.0], &[1.0, 0.0, 0.0, 1.0], 1, 2, 2);
         assert_eq!(out, vec![2.0, 3.0]);
     }
 
@@ -867,5 +915,46 @@ mod tests {
         assert_eq!(bilinear(&plane, 2, 2, 1.0, 1.0), 4.0);
         assert_eq!(bilinear(&plane, 2, 2, -0.5, 0.0), 0.5);
         assert_eq!(bilinear(&plane, 2, 2, 5.0, 0.0), 0.0);
+    }
+
+    fn conv_direct(x: &[f64], side: usize, pads: i64, chunk: usize) -> Vec<f64> {
+        let attrs = WindowAttrs {
+            kernel: None,
+            strides: None,
+            dilations: None,
+            pads: Some(vec![pads; 4]),
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        };
+        let g = attrs.geometry(&[side, side], Some(&[2, 2])).unwrap();
+        let d = ConvDims {
+            n: 1,
+            c: 1,
+            m: 1,
+            group: 1,
+            kprod: 4,
+            in_plane: side * side,
+            out_plane: g.out_size().unwrap(),
+        };
+        let taps = g.taps();
+        conv_with_cols(&d, &[1.0; 4], Some(&[0.5]), chunk, |b, gi, c0, nc, col| {
+            im2col(x, &d, &g, &taps, b, gi, c0, nc, col)
+        })
+    }
+
+    #[test]
+    fn conv_2x2_ones() {
+        let x: Vec<f64> = (1..=9).map(f64::from).collect();
+        // windows of 1..9 summed, plus bias 0.5
+        assert_eq!(
+            conv_direct(&x, 3, 0, usize::MAX),
+            vec![12.5, 16.5, 24.5, 28.5]
+        );
+        // padded by one: corners see one element; chunked columns give the same
+        let whole = conv_direct(&x, 3, 1, usize::MAX);
+        assert_eq!(whole.len(), 16);
+        assert_eq!(whole[0], 1.5);
+        assert_eq!(whole[15], 9.5);
+        assert_eq!(conv_direct(&x, 3, 1, 3), whole);
     }
 }
