@@ -33,7 +33,31 @@ fn gemm_acc<F: Num>(
     inner: usize,
     cols: usize,
 ) {
-    for m in 0..rows {
+    // four output rows at a time, so each column value is loaded once per four
+    let mut m = 0;
+    while m + 4 <= rows {
+        let (o0, rest) = out[m * ostride..].split_at_mut(ostride);
+        let (o1, rest) = rest.split_at_mut(ostride);
+        let (o2, rest) = rest.split_at_mut(ostride);
+        let o3 = &mut rest[..cols];
+        let (o0, o1, o2) = (&mut o0[..cols], &mut o1[..cols], &mut o2[..cols]);
+        for r in 0..inner {
+            let w0 = w[m * inner + r];
+            let w1 = w[(m + 1) * inner + r];
+            let w2 = w[(m + 2) * inner + r];
+            let w3 = w[(m + 3) * inner + r];
+            let c = &col[r * cols..(r + 1) * cols];
+            let rows4 = o0.iter_mut().zip(o1.iter_mut()).zip(o2.iter_mut());
+            for (((a0, a1), a2), (a3, &cv)) in rows4.zip(o3.iter_mut().zip(c)) {
+                *a0 = *a0 + w0 * cv;
+                *a1 = *a1 + w1 * cv;
+                *a2 = *a2 + w2 * cv;
+                *a3 = *a3 + w3 * cv;
+            }
+        }
+        m += 4;
+    }
+    for m in m..rows {
         let o = &mut out[m * ostride..m * ostride + cols];
         let wr = &w[m * inner..(m + 1) * inner];
         for (r, &wv) in wr.iter().enumerate() {
@@ -897,6 +921,21 @@ mod tests {
         // [1 2] x [[1 0],[0 1]] added to [1 1]
         gemm_acc(&mut out, 2, &[1.0, 2.0], &[1.0, 0.0, 0.0, 1.0], 1, 2, 2);
         assert_eq!(out, vec![2.0, 3.0]);
+        // five rows: four through the blocked path, one through the tail
+        let mut out = vec![0.0; 10];
+        gemm_acc(
+            &mut out,
+            2,
+            &[1.0, 2.0, 3.0, 4.0, 5.0],
+            &[1.0, 10.0],
+            5,
+            1,
+            2,
+        );
+        assert_eq!(
+            out,
+            vec![1.0, 10.0, 2.0, 20.0, 3.0, 30.0, 4.0, 40.0, 5.0, 50.0]
+        );
     }
 
     #[test]
