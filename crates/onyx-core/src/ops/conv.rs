@@ -268,7 +268,7 @@ fn bias_in(inputs: &[Option<&Value>], i: usize, m: usize) -> OpResult<Option<Vec
 
 /// Convolution of `F` data; returns the output values and shape.
 #[allow(clippy::too_many_arguments)]
-fn conv_run<F: Num>(
+pub(crate) fn conv_run<F: Num>(
     rc: &RunCtx,
     x: &Tensor,
     xv: &[F],
@@ -282,6 +282,7 @@ fn conv_run<F: Num>(
     check_kernel_attr(&attrs.kernel, &kernel)?;
     let g = attrs.geometry(&x.shape()[2..], Some(&kernel))?;
     let d = conv_dims(rc, x, w, group, &g)?;
+    rc.check_alloc(g.tap_count()?, 16)?;
     let taps = g.taps();
     let inner = (d.c / d.group) * d.kprod;
     let chunk = ((1usize << 18) / inner.max(1)).max(256);
@@ -667,7 +668,7 @@ fn build_col2im(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
         let kprod = checked_prod(&g.kernel)?;
         let l = g.out_size()?;
         let (n, ck, lin) = (x.shape()[0], x.shape()[1], x.shape()[2]);
-        if kprod == 0 || ck % kprod != 0 || lin != l {
+        if kprod == 0 || ck < kprod || ck % kprod != 0 || lin != l {
             return Err(op_err!(
                 "input shape {:?} does not match block {block:?} with {l} block positions",
                 x.shape()

@@ -223,6 +223,17 @@ impl Geometry {
             .collect()
     }
 
+    /// How many entries `taps()` holds; callers check it against the limits.
+    pub(crate) fn tap_count(&self) -> OpResult<usize> {
+        self.output
+            .iter()
+            .zip(&self.kernel)
+            .try_fold(0usize, |acc, (&o, &k)| {
+                o.checked_mul(k).and_then(|v| v.checked_add(acc))
+            })
+            .ok_or_else(|| op_err!("window of {:?} is too large", self.kernel))
+    }
+
     pub(crate) fn out_size(&self) -> OpResult<usize> {
         numel(&self.output).ok_or_else(|| op_err!("output shape {:?} is too large", self.output))
     }
@@ -408,6 +419,7 @@ fn build_pool(ctx: &BuildCtx, kind: &'static str) -> OpResult<Box<dyn Kernel>> {
             .checked_mul(plane_out)
             .ok_or_else(|| op_err!("output is too large"))?;
         rc.check_alloc(total, 8)?;
+        rc.check_alloc(g.tap_count()?, 16)?;
         let xv = x.to_f64_vec()?;
         let (vals, arg) = pool(&xv, planes, &g, kind, want_index)?;
         let mut shape = vec![n, c];
@@ -533,7 +545,10 @@ fn build_max_unpool(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
         }
         let mut inferred = vec![n, c];
         for i in 0..sp.len() {
-            let full = (sp[i].saturating_sub(1)) * strides[i] + kernel[i];
+            let full = (sp[i].saturating_sub(1))
+                .checked_mul(strides[i])
+                .and_then(|v| v.checked_add(kernel[i]))
+                .ok_or_else(|| op_err!("unpooled size overflows on spatial axis {i}"))?;
             let pad = nonneg("pads", pads[i])? + nonneg("pads", pads[i + sp.len()])?;
             inferred.push(
                 full.checked_sub(pad)

@@ -33,6 +33,8 @@ enum Coord {
     AlignCorners,
     Asymmetric,
     TfCropAndResize,
+    /// Resize 11-12 only: half_pixel without the trailing -0.5.
+    TfHalfPixelForNn,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -97,7 +99,7 @@ impl ResizeAttrs {
             Some("align_corners") => Coord::AlignCorners,
             Some("asymmetric") => Coord::Asymmetric,
             Some("tf_crop_and_resize") => Coord::TfCropAndResize,
-            // tf_half_pixel_for_nn (opset 11-12) equals half_pixel without the -0.5
+            Some("tf_half_pixel_for_nn") => Coord::TfHalfPixelForNn,
             Some(other) => return Err(op_err!("unknown coordinate_transformation_mode '{other}'")),
         };
         let nearest = match n.attr_string("nearest_mode")?.as_deref() {
@@ -232,6 +234,7 @@ fn source_coord(
             }
         }
         Coord::HalfPixel => (y + 0.5) / scale - 0.5,
+        Coord::TfHalfPixelForNn => (y + 0.5) / scale,
         Coord::HalfPixelSymmetric => {
             let adjustment = out_w as f64 / out_f;
             let center = in_w as f64 / 2.0;
@@ -412,6 +415,13 @@ fn resize(
         next[axis] = out_shape[axis];
         let n = numel(&next).ok_or_else(|| op_err!("shape {next:?} is too large"))?;
         rc.check_alloc(n, 8)?;
+        // antialiasing widens the filter by 1/scale when shrinking
+        let width = if attrs.antialias && scales[axis] < 1.0 {
+            (4.0 / scales[axis]).min(1e12) as usize + 4
+        } else {
+            4
+        };
+        rc.check_alloc(out_shape[axis].saturating_mul(width), 16)?;
         let t = axis_taps(attrs, shape[axis], out_shape[axis], scales[axis], roi[axis]);
         data = resize_axis(
             &data,
