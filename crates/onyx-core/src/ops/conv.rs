@@ -400,7 +400,7 @@ fn col2im_add(
     kernel: &[usize],
     strides: &[usize],
     dilations: &[usize],
-    pad_begin: &[usize],
+    pad_begin: &[i64],
     out: &mut [f64],
 ) {
     let nd = image.len();
@@ -414,7 +414,7 @@ fn col2im_add(
             let mut v = Vec::with_capacity(grid[i] * kernel[i]);
             for o in 0..grid[i] {
                 for j in 0..kernel[i] {
-                    let p = (o * strides[i] + j * dilations[i]) as i64 - pad_begin[i] as i64;
+                    let p = (o * strides[i] + j * dilations[i]) as i64 - pad_begin[i];
                     v.push(if p >= 0 && (p as usize) < image[i] {
                         Some(p as usize)
                     } else {
@@ -536,44 +536,39 @@ fn build_conv_transpose(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
             })
             .collect();
         let same = matches!(attrs.auto_pad, AutoPad::SameUpper | AutoPad::SameLower);
-        let (pad_begin, out_sp): (Vec<usize>, Vec<usize>) = if pads.is_some() || !same {
-            let p = pads.clone().unwrap_or_else(|| vec![0; 2 * nd]);
-            let mut out = Vec::with_capacity(nd);
-            for i in 0..nd {
-                let o = match &oshape {
-                    Some(s) => s[i] as i64,
-                    None => full[i] - p[i] as i64 - p[i + nd] as i64,
-                };
-                if o < 0 {
-                    return Err(op_err!("pads {p:?} leave a negative output size"));
+        // an explicit output_shape (or SAME auto_pad) decides the pads, which
+        // may be negative; otherwise the pads decide the output size
+        let (pad_begin, out_sp): (Vec<i64>, Vec<usize>) =
+            if oshape.is_none() && (pads.is_some() || !same) {
+                let p = pads.clone().unwrap_or_else(|| vec![0; 2 * nd]);
+                let mut out = Vec::with_capacity(nd);
+                for i in 0..nd {
+                    let o = full[i] - p[i] as i64 - p[i + nd] as i64;
+                    if o < 0 {
+                        return Err(op_err!("pads {p:?} leave a negative output size"));
+                    }
+                    out.push(o as usize);
                 }
-                out.push(o as usize);
-            }
-            (p[..nd].to_vec(), out)
-        } else {
-            let target: Vec<i64> = match &oshape {
-                Some(s) => s.iter().map(|&v| v as i64).collect(),
-                None => (0..nd)
-                    .map(|i| sp[i].saturating_mul(strides[i]).min(i64::MAX as usize / 4) as i64)
-                    .collect(),
+                (p[..nd].iter().map(|&v| v as i64).collect(), out)
+            } else {
+                let target: Vec<i64> = match &oshape {
+                    Some(s) => s.iter().map(|&v| v as i64).collect(),
+                    None => (0..nd)
+                        .map(|i| sp[i].saturating_mul(strides[i]).min(i64::MAX as usize / 4) as i64)
+                        .collect(),
+                };
+                let mut begin = Vec::with_capacity(nd);
+                for i in 0..nd {
+                    let total = full[i] - target[i];
+                    let b = if attrs.auto_pad == AutoPad::SameUpper {
+                        total.div_euclid(2)
+                    } else {
+                        total - total.div_euclid(2)
+                    };
+                    begin.push(b);
+                }
+                (begin, target.iter().map(|&v| v as usize).collect())
             };
-            let mut begin = Vec::with_capacity(nd);
-            for i in 0..nd {
-                let total = full[i] - target[i];
-                let b = if attrs.auto_pad == AutoPad::SameUpper {
-                    total.div_euclid(2)
-                } else {
-                    total - total.div_euclid(2)
-                };
-                if b < 0 {
-                    return Err(op_err!(
-                            "output_shape {target:?} is larger than the transposed convolution can produce"
-                        ));
-                }
-                begin.push(b as usize);
-            }
-            (begin, target.iter().map(|&v| v as usize).collect())
-        };
         let m_bias = bias_in(inputs, 2, m)?;
         let in_plane = checked_prod(&sp)?;
         let out_plane = checked_prod(&out_sp)?;
@@ -682,6 +677,7 @@ fn build_col2im(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
             .ok_or_else(|| op_err!("output is too large"))?;
         rc.check_alloc(total, 8)?;
         let xv = x.to_f64_vec()?;
+        let pad_begin: Vec<i64> = g.pad_begin.iter().map(|&v| v as i64).collect();
         let mut out = vec![0.0; total];
         for b in 0..n {
             col2im_add(
@@ -692,7 +688,7 @@ fn build_col2im(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
                 &g.kernel,
                 &g.strides,
                 &g.dilations,
-                &g.pad_begin,
+                &pad_begin,
                 &mut out[b * c * img..(b + 1) * c * img],
             );
         }
@@ -946,6 +942,10 @@ mod tests {
         let mut out = vec![0.0; 3];
         col2im_add(&col, 1, &[3], &[2], &[2], &[1], &[1], &[0], &mut out);
         assert_eq!(out, vec![1.0, 12.0, 20.0]);
+        // a negative begin pad shifts blocks right
+        let mut out = vec![0.0; 3];
+        col2im_add(&col, 1, &[3], &[2], &[2], &[1], &[1], &[-1], &mut out);
+        assert_eq!(out, vec![0.0, 1.0, 12.0]);
     }
 
     #[test]
