@@ -692,5 +692,22 @@ mod tests {
         let w = WindowAttrs { strides: None, ..w };
         assert!(w.geometry(&[2], None).is_err());
         assert!(w.geometry(&[2, 2], None).is_err());
+        // hostile sizes are errors, not overflows
+        let huge = WindowAttrs {
+            kernel: Some(vec![i64::MAX]),
+            dilations: Some(vec![4]),
+            ..w.clone()
+        };
+        assert!(huge.geometry(&[5], None).is_err());
+        let huge = WindowAttrs {
+            pads: Some(vec![i64::MAX, i64::MAX]),
+            ..w.clone()
+        };
+        assert!(huge.geometry(&[usize::MAX / 2], None).is_err());
+        let neg = WindowAttrs {
+            pads: Some(vec![-1, 0]),
+            ..w
+        };
+        assert!(neg.geometry(&[5], None).is_err());
     }
 }
