@@ -1,5 +1,1000 @@
-//! (not implemented yet)
+//! Convolutions: Conv, ConvTranspose, ConvInteger, DeformConv, Col2Im and
+//! CausalConvWithState.
+//!
+//! Everything is computed in f64 through im2col (or col2im for the
+//! transposed forms) and a plain matrix product, then converted back to the
+//! input's element type. The window geometry is shared with pooling.
 
-use super::Registry;
+use onyx_tensor::{numel, strides_of, DType, Tensor, Value};
 
-pub fn register(_r: &mut Registry) {}
+use super::pool::{from_f64, nc_input, next_index, AutoPad, Geometry, Tap, WindowAttrs};
+use super::{
+    one, opt_ints_in, opt_tensor_in, tensor_in, BuildCtx, Kernel, OpResult, Registry, RunCtx,
+};
+use crate::op_err;
+
+fn checked_prod(dims: &[usize]) -> OpResult<usize> {
+    numel(dims).ok_or_else(|| op_err!("shape {dims:?} is too large"))
+}
+
+/// The element types convolutions compute in.
+pub(crate) trait Num: num_traits::Float + Default + Send + Sync + 'static {}
+impl Num for f32 {}
+impl Num for f64 {}
+
+/// `out[m][p] += sum_r w[m][r] * col[r][p]` for an `rows x inner` by
+/// `inner x cols` product; output rows are `ostride` apart.
+fn gemm_acc<F: Num>(
+    out: &mut [F],
+    ostride: usize,
+    w: &[F],
+    col: &[F],
+    rows: usize,
+    inner: usize,
+    cols: usize,
+) {
+    // four output rows at a time, so each column value is loaded once per four
+    let mut m = 0;
+    while m + 4 <= rows {
+        let (o0, rest) = out[m * ostride..].split_at_mut(ostride);
+        let (o1, rest) = rest.split_at_mut(ostride);
+        let (o2, rest) = rest.split_at_mut(ostride);
+        let o3 = &mut rest[..cols];
+        let (o0, o1, o2) = (&mut o0[..cols], &mut o1[..cols], &mut o2[..cols]);
+        for r in 0..inner {
+            let w0 = w[m * inner + r];
+            let w1 = w[(m + 1) * inner + r];
+            let w2 = w[(m + 2) * inner + r];
+            let w3 = w[(m + 3) * inner + r];
+            let c = &col[r * cols..(r + 1) * cols];
+            let rows4 = o0.iter_mut().zip(o1.iter_mut()).zip(o2.iter_mut());
+            for (((a0, a1), a2), (a3, &cv)) in rows4.zip(o3.iter_mut().zip(c)) {
+                *a0 = *a0 + w0 * cv;
+                *a1 = *a1 + w1 * cv;
+                *a2 = *a2 + w2 * cv;
+                *a3 = *a3 + w3 * cv;
+            }
+        }
+        m += 4;
+    }
+    for m in m..rows {
+        let o = &mut out[m * ostride..m * ostride + cols];
+        let wr = &w[m * inner..(m + 1) * inner];
+        for (r, &wv) in wr.iter().enumerate() {
+            if wv == F::zero() {
+                continue;
+            }
+            let c = &col[r * cols..(r + 1) * cols];
+            for (ov, &cv) in o.iter_mut().zip(c) {
+                *ov = *ov + wv * cv;
+            }
+        }
+    }
+}
+
+/// The shapes of a grouped convolution, checked.
+struct ConvDims {
+    n: usize,
+    c: usize,
+    m: usize,
+    group: usize,
+    kprod: usize,
+    in_plane: usize,
+    out_plane: usize,
+}
+
+fn conv_dims(
+    rc: &RunCtx,
+    x: &Tensor,
+    w: &Tensor,
+    group: usize,
+    g: &Geometry,
+) -> OpResult<ConvDims> {
+    let (n, c, sp) = nc_input(x, "convolution")?;
+    let m = w.shape()[0];
+    if w.shape()[1].checked_mul(group) != Some(c) {
+        return Err(op_err!(
+            "weights {:?} with group {group} do not match {c} input channels",
+            w.shape()
+        ));
+    }
+    if !m.is_multiple_of(group) {
+        return Err(op_err!(
+            "{m} output channels cannot be split into {group} groups"
+        ));
+    }
+    let kprod = checked_prod(&g.kernel)?;
+    let in_plane = checked_prod(&sp)?;
+    let out_plane = g.out_size()?;
+    let cg = c / group;
+    let col = cg
+        .checked_mul(kprod)
+        .and_then(|v| v.checked_mul(out_plane))
+        .ok_or_else(|| op_err!("convolution work buffer is too large"))?;
+    rc.check_alloc(col, 8)?;
+    let total = n
+        .checked_mul(m)
+        .and_then(|v| v.checked_mul(out_plane))
+        .ok_or_else(|| op_err!("output is too large"))?;
+    rc.check_alloc(total, 8)?;
+    Ok(ConvDims {
+        n,
+        c,
+        m,
+        group,
+        kprod,
+        in_plane,
+        out_plane,
+    })
+}
+
+/// Runs a grouped convolution given a function that fills the im2col matrix
+/// (`C/group * kprod` rows by `ncols` columns, for output positions
+/// `col0..col0+ncols`) for (batch, group). Columns go `chunk` at a time.
+fn conv_with_cols<F: Num>(
+    d: &ConvDims,
+    w: &[F],
+    bias: Option<&[F]>,
+    chunk: usize,
+    mut fill: impl FnMut(usize, usize, usize, usize, &mut [F]),
+) -> Vec<F> {
+    let cg = d.c / d.group;
+    let mg = d.m / d.group;
+    let inner = cg * d.kprod;
+    let mut out = vec![F::zero(); d.n * d.m * d.out_plane];
+    let per = chunk.clamp(1, d.out_plane.max(1));
+    let mut col = vec![F::zero(); inner * per];
+    for b in 0..d.n {
+        for gi in 0..d.group {
+            let o0 = (b * d.m + gi * mg) * d.out_plane;
+            if let Some(bias) = bias {
+                let o = &mut out[o0..o0 + mg * d.out_plane];
+                for (mi, row) in o.chunks_mut(d.out_plane.max(1)).enumerate() {
+                    row.fill(bias[gi * mg + mi]);
+                }
+            }
+            let wg = &w[gi * mg * inner..(gi + 1) * mg * inner];
+            let mut c0 = 0;
+            while c0 < d.out_plane {
+                let nc = per.min(d.out_plane - c0);
+                let cbuf = &mut col[..inner * nc];
+                fill(b, gi, c0, nc, cbuf);
+                gemm_acc(&mut out[o0 + c0..], d.out_plane, wg, cbuf, mg, inner, nc);
+                c0 += nc;
+            }
+        }
+    }
+    out
+}
+
+/// Plain im2col of output positions `c0..c0+nc` for the channels of group
+/// `gi` of batch `b`; padding reads as zero.
+#[allow(clippy::too_many_arguments)]
+fn im2col<F: Num>(
+    x: &[F],
+    d: &ConvDims,
+    g: &Geometry,
+    taps: &[Vec<Tap>],
+    b: usize,
+    gi: usize,
+    c0: usize,
+    nc: usize,
+    col: &mut [F],
+) {
+    let nd = g.input.len();
+    let cg = d.c / d.group;
+    let in_strides = strides_of(&g.input);
+    let mut k = vec![0usize; nd];
+    let mut o = vec![0usize; nd];
+    let mut start = vec![0usize; nd];
+    let mut rem = c0;
+    for i in (0..nd).rev() {
+        start[i] = rem % g.output[i].max(1);
+        rem /= g.output[i].max(1);
+    }
+    for ci in 0..cg {
+        let plane0 = (b * d.c + gi * cg + ci) * d.in_plane;
+        let plane = &x[plane0..plane0 + d.in_plane];
+        k.iter_mut().for_each(|v| *v = 0);
+        for kk in 0..d.kprod {
+            let row = &mut col[(ci * d.kprod + kk) * nc..][..nc];
+            o.copy_from_slice(&start);
+            for cell in row.iter_mut() {
+                let mut off = 0;
+                let mut inside = true;
+                for i in 0..nd {
+                    match taps[i][o[i] * g.kernel[i] + k[i]] {
+                        Tap::In(q) => off += q * in_strides[i],
+                        _ => inside = false,
+                    }
+                }
+                *cell = if inside { plane[off] } else { F::zero() };
+                next_index(&mut o, &g.output);
+            }
+            next_index(&mut k, &g.kernel);
+        }
+    }
+}
+
+fn group_attr(ctx: &BuildCtx) -> OpResult<usize> {
+    let g = ctx.node.attr_int("group")?.unwrap_or(1);
+    if g < 1 {
+        return Err(op_err!("group must be at least 1 but is {g}"));
+    }
+    usize::try_from(g).map_err(|_| op_err!("group {g} is too large"))
+}
+
+fn weight_kernel(x: &Tensor, w: &Tensor) -> OpResult<Vec<usize>> {
+    if w.rank() != x.rank() || x.rank() < 3 {
+        return Err(op_err!(
+            "weights of shape {:?} and input of shape {:?} should both have the same rank of 3 or more",
+            w.shape(),
+            x.shape()
+        ));
+    }
+    let k = w.shape()[2..].to_vec();
+    if k.contains(&0) {
+        return Err(op_err!("kernel shape {k:?} has a zero dim"));
+    }
+    Ok(k)
+}
+
+fn check_kernel_attr(attr: &Option<Vec<i64>>, k: &[usize]) -> OpResult<()> {
+    if let Some(a) = attr {
+        if a.len() != k.len() || a.iter().zip(k).any(|(&x, &y)| x != y as i64) {
+            return Err(op_err!(
+                "kernel_shape {a:?} does not match the weights' kernel {k:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn bias_in(inputs: &[Option<&Value>], i: usize, m: usize) -> OpResult<Option<Vec<f64>>> {
+    match opt_tensor_in(inputs, i)? {
+        None => Ok(None),
+        Some(b) => {
+            let v = b.to_f64_vec()?;
+            if v.len() != m {
+                return Err(op_err!(
+                    "bias has {} values but there are {m} output channels",
+                    v.len()
+                ));
+            }
+            Ok(Some(v))
+        }
+    }
+}
+
+/// Convolution of `F` data; returns the output values and shape.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_run<F: Num>(
+    rc: &RunCtx,
+    x: &Tensor,
+    xv: &[F],
+    w: &Tensor,
+    wv: &[F],
+    bias: Option<&[F]>,
+    group: usize,
+    attrs: &WindowAttrs,
+) -> OpResult<(Vec<F>, Vec<usize>)> {
+    let kernel = weight_kernel(x, w)?;
+    check_kernel_attr(&attrs.kernel, &kernel)?;
+    let g = attrs.geometry(&x.shape()[2..], Some(&kernel))?;
+    let d = conv_dims(rc, x, w, group, &g)?;
+    rc.check_alloc(g.tap_count()?, 16)?;
+    let taps = g.taps();
+    let inner = (d.c / d.group) * d.kprod;
+    let chunk = ((1usize << 18) / inner.max(1)).max(256);
+    let out = conv_with_cols(&d, wv, bias, chunk, |b, gi, c0, nc, col| {
+        im2col(xv, &d, &g, &taps, b, gi, c0, nc, col)
+    });
+    let mut shape = vec![d.n, d.m];
+    shape.extend_from_slice(&g.output);
+    Ok((out, shape))
+}
+
+fn build_conv(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let attrs = WindowAttrs::read(ctx)?;
+    let group = group_attr(ctx)?;
+    Ok(Box::new(move |rc: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        let w = tensor_in(inputs, 1)?;
+        if !x.dtype().is_float() || w.dtype() != x.dtype() {
+            return Err(op_err!(
+                "Conv needs float inputs of one type but got {} and {}",
+                x.dtype(),
+                w.dtype()
+            ));
+        }
+        let m = w.shape().first().copied().unwrap_or(0);
+        let bias = bias_in(inputs, 2, m)?;
+        if x.dtype() == DType::Float {
+            let bias32: Option<Vec<f32>> = bias.map(|b| b.iter().map(|&v| v as f32).collect());
+            let (out, shape) = conv_run(
+                rc,
+                x,
+                x.as_slice::<f32>()?,
+                w,
+                w.as_slice::<f32>()?,
+                bias32.as_deref(),
+                group,
+                &attrs,
+            )?;
+            return one(Tensor::from_vec(shape, out)?);
+        }
+        let (out, shape) = conv_run(
+            rc,
+            x,
+            &x.to_f64_vec()?,
+            w,
+            &w.to_f64_vec()?,
+            bias.as_deref(),
+            group,
+            &attrs,
+        )?;
+        one(from_f64(x.dtype(), shape, out)?)
+    }))
+}
+
+/// A zero point: a scalar, or one per channel when `per` is given.
+fn zero_points(t: Option<&Tensor>, per: usize) -> OpResult<Vec<f64>> {
+    match t {
+        None => Ok(vec![0.0; per.max(1)]),
+        Some(t) => {
+            let v = t.to_f64_vec()?;
+            if v.len() == 1 {
+                Ok(vec![v[0]; per.max(1)])
+            } else if v.len() == per {
+                Ok(v)
+            } else {
+                Err(op_err!(
+                    "zero point has {} values; expected 1 or {per}",
+                    v.len()
+                ))
+            }
+        }
+    }
+}
+
+fn build_conv_integer(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let attrs = WindowAttrs::read(ctx)?;
+    let group = group_attr(ctx)?;
+    Ok(Box::new(move |rc: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        let w = tensor_in(inputs, 1)?;
+        for t in [x, w] {
+            if !matches!(t.dtype(), DType::Int8 | DType::Uint8) {
+                return Err(op_err!(
+                    "ConvInteger needs int8 or uint8 inputs but got {}",
+                    t.dtype()
+                ));
+            }
+        }
+        let m = w.shape().first().copied().unwrap_or(0);
+        let xz = zero_points(opt_tensor_in(inputs, 2)?, 1)?[0];
+        let wz = zero_points(opt_tensor_in(inputs, 3)?, m)?;
+        let xv: Vec<f64> = x.to_f64_vec()?.iter().map(|v| v - xz).collect();
+        let per_m = w.len().checked_div(m).unwrap_or(0);
+        let wv: Vec<f64> = w
+            .to_f64_vec()?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v - wz[i / per_m.max(1)])
+            .collect();
+        let (out, shape) = conv_run(rc, x, &xv, w, &wv, None, group, &attrs)?;
+        let out: Vec<i32> = out.iter().map(|&v| v as i32).collect();
+        one(Tensor::from_vec(shape, out)?)
+    }))
+}
+
+/// Scatter-adds a column matrix (`channels * kprod` rows by `prod(grid)`
+/// columns) into images of `image` dims: block position `o`, tap `j` lands at
+/// `o * stride + j * dilation - pad_begin`.
+#[allow(clippy::too_many_arguments)]
+fn col2im_add(
+    col: &[f64],
+    channels: usize,
+    image: &[usize],
+    grid: &[usize],
+    kernel: &[usize],
+    strides: &[usize],
+    dilations: &[usize],
+    pad_begin: &[i64],
+    out: &mut [f64],
+) {
+    let nd = image.len();
+    let kprod: usize = kernel.iter().product();
+    let gprod: usize = grid.iter().product();
+    let img: usize = image.iter().product();
+    let istr = strides_of(image);
+    // per axis: image index for (grid pos, tap), or None when outside
+    let pos: Vec<Vec<Option<usize>>> = (0..nd)
+        .map(|i| {
+            let mut v = Vec::with_capacity(grid[i] * kernel[i]);
+            for o in 0..grid[i] {
+                for j in 0..kernel[i] {
+                    let p = (o * strides[i] + j * dilations[i]) as i64 - pad_begin[i];
+                    v.push(if p >= 0 && (p as usize) < image[i] {
+                        Some(p as usize)
+                    } else {
+                        None
+                    });
+                }
+            }
+            v
+        })
+        .collect();
+    let mut k = vec![0usize; nd];
+    let mut o = vec![0usize; nd];
+    for ch in 0..channels {
+        let plane = &mut out[ch * img..(ch + 1) * img];
+        k.iter_mut().for_each(|v| *v = 0);
+        for kk in 0..kprod {
+            let row = &col[(ch * kprod + kk) * gprod..][..gprod];
+            o.iter_mut().for_each(|v| *v = 0);
+            for &v in row {
+                let mut off = 0;
+                let mut inside = true;
+                for i in 0..nd {
+                    match pos[i][o[i] * kernel[i] + k[i]] {
+                        Some(q) => off += q * istr[i],
+                        None => inside = false,
+                    }
+                }
+                if inside {
+                    plane[off] += v;
+                }
+                next_index(&mut o, grid);
+            }
+            next_index(&mut k, kernel);
+        }
+    }
+}
+
+fn list_or(
+    name: &str,
+    v: &Option<Vec<i64>>,
+    nd: usize,
+    default: i64,
+    min: i64,
+) -> OpResult<Vec<usize>> {
+    match v {
+        None => Ok(vec![default as usize; nd]),
+        Some(v) => {
+            if v.len() != nd {
+                return Err(op_err!(
+                    "{name} has {} values but there are {nd} spatial dims",
+                    v.len()
+                ));
+            }
+            v.iter()
+                .map(|&x| {
+                    if x < min {
+                        Err(op_err!("{name} value {x} should be at least {min}"))
+                    } else {
+                        usize::try_from(x).map_err(|_| op_err!("{name} value {x} is too large"))
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+fn build_conv_transpose(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let attrs = WindowAttrs::read(ctx)?;
+    let group = group_attr(ctx)?;
+    let output_padding = ctx.node.attr_ints("output_padding")?;
+    let output_shape = ctx.node.attr_ints("output_shape")?;
+    Ok(Box::new(move |rc: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        let w = tensor_in(inputs, 1)?;
+        if !x.dtype().is_float() || w.dtype() != x.dtype() {
+            return Err(op_err!(
+                "ConvTranspose needs float inputs of one type but got {} and {}",
+                x.dtype(),
+                w.dtype()
+            ));
+        }
+        let (n, c, sp) = nc_input(x, "ConvTranspose")?;
+        let nd = sp.len();
+        let kernel = weight_kernel(x, w)?;
+        check_kernel_attr(&attrs.kernel, &kernel)?;
+        if w.shape()[0] != c || c % group != 0 {
+            return Err(op_err!(
+                "weights {:?} with group {group} do not match {c} input channels",
+                w.shape()
+            ));
+        }
+        let mg = w.shape()[1];
+        let m = mg * group;
+        let strides = list_or("strides", &attrs.strides, nd, 1, 1)?;
+        let dil = list_or("dilations", &attrs.dilations, nd, 1, 1)?;
+        let opad = list_or("output_padding", &output_padding, nd, 0, 0)?;
+        let pads = match &attrs.pads {
+            Some(p) if attrs.auto_pad == AutoPad::NotSet => {
+                Some(list_or("pads", &Some(p.clone()), 2 * nd, 0, 0)?)
+            }
+            _ => None,
+        };
+        let oshape = match &output_shape {
+            None => None,
+            Some(s) => {
+                let s = if s.len() == nd + 2 { &s[2..] } else { &s[..] };
+                Some(list_or("output_shape", &Some(s.to_vec()), nd, 0, 0)?)
+            }
+        };
+        // full (unpadded) extent along each axis
+        let full: Vec<i64> = (0..nd)
+            .map(|i| {
+                strides[i]
+                    .saturating_mul(sp[i].saturating_sub(1))
+                    .saturating_add(opad[i])
+                    .saturating_add((kernel[i] - 1).saturating_mul(dil[i]))
+                    .saturating_add(1)
+                    .min(i64::MAX as usize / 4) as i64
+            })
+            .collect();
+        let same = matches!(attrs.auto_pad, AutoPad::SameUpper | AutoPad::SameLower);
+        // an explicit output_shape (or SAME auto_pad) decides the pads, which
+        // may be negative; otherwise the pads decide the output size
+        let (pad_begin, out_sp): (Vec<i64>, Vec<usize>) =
+            if oshape.is_none() && (pads.is_some() || !same) {
+                let p = pads.clone().unwrap_or_else(|| vec![0; 2 * nd]);
+                let mut out = Vec::with_capacity(nd);
+                for i in 0..nd {
+                    let o = full[i] - p[i] as i64 - p[i + nd] as i64;
+                    if o < 0 {
+                        return Err(op_err!("pads {p:?} leave a negative output size"));
+                    }
+                    out.push(o as usize);
+                }
+                (p[..nd].iter().map(|&v| v as i64).collect(), out)
+            } else {
+                let target: Vec<i64> = match &oshape {
+                    Some(s) => s.iter().map(|&v| v as i64).collect(),
+                    None => (0..nd)
+                        .map(|i| sp[i].saturating_mul(strides[i]).min(i64::MAX as usize / 4) as i64)
+                        .collect(),
+                };
+                let mut begin = Vec::with_capacity(nd);
+                for i in 0..nd {
+                    let total = full[i] - target[i];
+                    let b = if attrs.auto_pad == AutoPad::SameUpper {
+                        total.div_euclid(2)
+                    } else {
+                        total - total.div_euclid(2)
+                    };
+                    begin.push(b);
+                }
+                (begin, target.iter().map(|&v| v as usize).collect())
+            };
+        let m_bias = bias_in(inputs, 2, m)?;
+        let in_plane = checked_prod(&sp)?;
+        let out_plane = checked_prod(&out_sp)?;
+        let kprod = checked_prod(&kernel)?;
+        let cg = c / group;
+        let rows = mg * kprod;
+        let total = n
+            .checked_mul(m)
+            .and_then(|v| v.checked_mul(out_plane))
+            .ok_or_else(|| op_err!("output is too large"))?;
+        rc.check_alloc(total, 8)?;
+        rc.check_alloc(rows.saturating_mul(in_plane), 8)?;
+        let xv = x.to_f64_vec()?;
+        let wv = w.to_f64_vec()?;
+        let mut out = vec![0.0; total];
+        let mut col = vec![0.0; rows * in_plane];
+        // transposed weights per group: (mg * kprod) x cg
+        for b in 0..n {
+            for gi in 0..group {
+                col.fill(0.0);
+                for ci in 0..cg {
+                    let ch = gi * cg + ci;
+                    let xr = &xv[(b * c + ch) * in_plane..][..in_plane];
+                    let wr = &wv[ch * rows..][..rows];
+                    for (r, &wval) in wr.iter().enumerate() {
+                        if wval == 0.0 {
+                            continue;
+                        }
+                        let cr = &mut col[r * in_plane..][..in_plane];
+                        for (cv, &xval) in cr.iter_mut().zip(xr) {
+                            *cv += wval * xval;
+                        }
+                    }
+                }
+                let o0 = (b * m + gi * mg) * out_plane;
+                col2im_add(
+                    &col,
+                    mg,
+                    &out_sp,
+                    &sp,
+                    &kernel,
+                    &strides,
+                    &dil,
+                    &pad_begin,
+                    &mut out[o0..o0 + mg * out_plane],
+                );
+            }
+        }
+        if let Some(bias) = &m_bias {
+            for (i, chunk) in out.chunks_mut(out_plane.max(1)).enumerate() {
+                let bv = bias[i % m];
+                chunk.iter_mut().for_each(|v| *v += bv);
+            }
+        }
+        let mut shape = vec![n, m];
+        shape.extend_from_slice(&out_sp);
+        one(from_f64(x.dtype(), shape, out)?)
+    }))
+}
+
+fn build_col2im(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let strides = ctx.node.attr_ints("strides")?;
+    let dilations = ctx.node.attr_ints("dilations")?;
+    let pads = ctx.node.attr_ints("pads")?;
+    Ok(Box::new(move |rc: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        let image = opt_ints_in(inputs, 1)?.ok_or_else(|| op_err!("missing image_shape"))?;
+        let block = opt_ints_in(inputs, 2)?.ok_or_else(|| op_err!("missing block_shape"))?;
+        let nd = image.len();
+        if block.len() != nd || nd == 0 {
+            return Err(op_err!(
+                "image_shape {image:?} and block_shape {block:?} should have the same non-zero length"
+            ));
+        }
+        if x.rank() != 3 || !x.dtype().is_float() {
+            return Err(op_err!(
+                "Col2Im needs a float input of rank 3 but got {} {:?}",
+                x.dtype(),
+                x.shape()
+            ));
+        }
+        let image = list_or("image_shape", &Some(image), nd, 0, 0)?;
+        let attrs = WindowAttrs {
+            kernel: Some(block.clone()),
+            strides: strides.clone(),
+            dilations: dilations.clone(),
+            pads: pads.clone(),
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        };
+        let g = attrs.geometry(&image, None)?;
+        let kprod = checked_prod(&g.kernel)?;
+        let l = g.out_size()?;
+        let (n, ck, lin) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        if kprod == 0 || ck < kprod || ck % kprod != 0 || lin != l {
+            return Err(op_err!(
+                "input shape {:?} does not match block {block:?} with {l} block positions",
+                x.shape()
+            ));
+        }
+        let c = ck / kprod;
+        let img = checked_prod(&image)?;
+        let total = n
+            .checked_mul(c)
+            .and_then(|v| v.checked_mul(img))
+            .ok_or_else(|| op_err!("output is too large"))?;
+        rc.check_alloc(total, 8)?;
+        let xv = x.to_f64_vec()?;
+        let pad_begin: Vec<i64> = g.pad_begin.iter().map(|&v| v as i64).collect();
+        let mut out = vec![0.0; total];
+        for b in 0..n {
+            col2im_add(
+                &xv[b * ck * l..(b + 1) * ck * l],
+                c,
+                &image,
+                &g.output,
+                &g.kernel,
+                &g.strides,
+                &g.dilations,
+                &pad_begin,
+                &mut out[b * c * img..(b + 1) * c * img],
+            );
+        }
+        let mut shape = vec![n, c];
+        shape.extend_from_slice(&image);
+        one(from_f64(x.dtype(), shape, out)?)
+    }))
+}
+
+/// Bilinear sample of a 2-D plane at (h, w), zero outside.
+fn bilinear(plane: &[f64], ih: usize, iw: usize, h: f64, w: f64) -> f64 {
+    if !(h > -1.0 && w > -1.0 && h < ih as f64 && w < iw as f64) {
+        return 0.0;
+    }
+    let h0 = h.floor();
+    let w0 = w.floor();
+    let (dh, dw) = (h - h0, w - w0);
+    let mut acc = 0.0;
+    for (hh, wh) in [(h0, 1.0 - dh), (h0 + 1.0, dh)] {
+        for (ww, wwt) in [(w0, 1.0 - dw), (w0 + 1.0, dw)] {
+            if hh >= 0.0 && ww >= 0.0 && hh < ih as f64 && ww < iw as f64 {
+                let wt = wh * wwt;
+                if wt != 0.0 {
+                    acc += wt * plane[hh as usize * iw + ww as usize];
+                }
+            }
+        }
+    }
+    acc
+}
+
+fn build_deform_conv(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let attrs = WindowAttrs::read(ctx)?;
+    let group = group_attr(ctx)?;
+    let offset_group = ctx.node.attr_int("offset_group")?.unwrap_or(1);
+    if offset_group < 1 {
+        return Err(op_err!("offset_group must be at least 1"));
+    }
+    let og = offset_group as usize;
+    Ok(Box::new(move |rc: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        let w = tensor_in(inputs, 1)?;
+        let off = tensor_in(inputs, 2)?;
+        if x.rank() != 4 {
+            return Err(op_err!(
+                "DeformConv supports 2-D images only, got input shape {:?}",
+                x.shape()
+            ));
+        }
+        if !x.dtype().is_float() {
+            return Err(op_err!("DeformConv needs float inputs, got {}", x.dtype()));
+        }
+        let kernel = weight_kernel(x, w)?;
+        check_kernel_attr(&attrs.kernel, &kernel)?;
+        let g = attrs.geometry(&x.shape()[2..], Some(&kernel))?;
+        let d = conv_dims(rc, x, w, group, &g)?;
+        if d.c % og != 0 {
+            return Err(op_err!(
+                "{} input channels cannot be split into {og} offset groups",
+                d.c
+            ));
+        }
+        let (oh, ow) = (g.output[0], g.output[1]);
+        let want = [d.n, og * d.kprod * 2, oh, ow];
+        if off.shape() != want {
+            return Err(op_err!("offset shape {:?} should be {want:?}", off.shape()));
+        }
+        let bias = bias_in(inputs, 3, d.m)?;
+        let mask = match opt_tensor_in(inputs, 4)? {
+            Some(mk) => {
+                let want = [d.n, og * d.kprod, oh, ow];
+                if mk.shape() != want {
+                    return Err(op_err!("mask shape {:?} should be {want:?}", mk.shape()));
+                }
+                Some(mk.to_f64_vec()?)
+            }
+            None => None,
+        };
+        let xv = x.to_f64_vec()?;
+        let wv = w.to_f64_vec()?;
+        let ov = off.to_f64_vec()?;
+        let (ih, iw) = (g.input[0], g.input[1]);
+        let (kh, kw) = (g.kernel[0], g.kernel[1]);
+        let cg = d.c / d.group;
+        let cpo = d.c / og;
+        let out = conv_with_cols(&d, &wv, bias.as_deref(), usize::MAX, |b, gi, _, _, col| {
+            for ci in 0..cg {
+                let ch = gi * cg + ci;
+                let ogi = ch / cpo;
+                let plane = &xv[(b * d.c + ch) * d.in_plane..][..d.in_plane];
+                for i in 0..kh {
+                    for j in 0..kw {
+                        let kk = i * kw + j;
+                        let row = &mut col[(ci * d.kprod + kk) * d.out_plane..][..d.out_plane];
+                        let ob = ((b * og + ogi) * d.kprod + kk) * 2;
+                        for y in 0..oh {
+                            for xo in 0..ow {
+                                let p = y * ow + xo;
+                                let dy = ov[(ob * oh + y) * ow + xo];
+                                let dx = ov[((ob + 1) * oh + y) * ow + xo];
+                                let hpos = (y * g.strides[0] + i * g.dilations[0]) as f64
+                                    - g.pad_begin[0] as f64
+                                    + dy;
+                                let wpos = (xo * g.strides[1] + j * g.dilations[1]) as f64
+                                    - g.pad_begin[1] as f64
+                                    + dx;
+                                let mut v = bilinear(plane, ih, iw, hpos, wpos);
+                                if let Some(mk) = &mask {
+                                    v *= mk[(((b * og + ogi) * d.kprod + kk) * oh + y) * ow + xo];
+                                }
+                                row[p] = v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        let mut shape = vec![d.n, d.m];
+        shape.extend_from_slice(&g.output);
+        one(from_f64(x.dtype(), shape, out)?)
+    }))
+}
+
+fn build_causal_conv(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let silu = match ctx.node.attr_string("activation")?.as_deref() {
+        None | Some("none") => false,
+        Some("silu") | Some("swish") => true,
+        Some(other) => return Err(op_err!("unknown activation '{other}'")),
+    };
+    Ok(Box::new(move |rc: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        let w = tensor_in(inputs, 1)?;
+        if x.rank() != 3 || !x.dtype().is_float() {
+            return Err(op_err!(
+                "input should be a float tensor of rank 3 but is {} {:?}",
+                x.dtype(),
+                x.shape()
+            ));
+        }
+        let (bsz, c, len) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        if w.rank() != 3 || w.shape()[0] != c || w.shape()[1] != 1 || w.shape()[2] == 0 {
+            return Err(op_err!(
+                "weight shape {:?} should be ({c}, 1, k)",
+                w.shape()
+            ));
+        }
+        let k = w.shape()[2];
+        let bias = bias_in(inputs, 2, c)?;
+        let past = match opt_tensor_in(inputs, 3)? {
+            Some(p) => {
+                if p.shape() != [bsz, c, k - 1] {
+                    return Err(op_err!(
+                        "past_state shape {:?} should be {:?}",
+                        p.shape(),
+                        [bsz, c, k - 1]
+                    ));
+                }
+                p.to_f64_vec()?
+            }
+            None => vec![0.0; bsz * c * (k - 1)],
+        };
+        let total = bsz
+            .checked_mul(c)
+            .and_then(|v| v.checked_mul(len + k))
+            .ok_or_else(|| op_err!("input is too large"))?;
+        rc.check_alloc(total, 8)?;
+        let xv = x.to_f64_vec()?;
+        let wv = w.to_f64_vec()?;
+        let mut out = Vec::with_capacity(bsz * c * len);
+        let mut state = Vec::with_capacity(bsz * c * (k - 1));
+        let mut padded = Vec::with_capacity(len + k);
+        for b in 0..bsz {
+            for ch in 0..c {
+                let row = b * c + ch;
+                padded.clear();
+                padded.extend_from_slice(&past[row * (k - 1)..(row + 1) * (k - 1)]);
+                padded.extend_from_slice(&xv[row * len..(row + 1) * len]);
+                let wr = &wv[ch * k..(ch + 1) * k];
+                let bv = bias.as_ref().map_or(0.0, |bb| bb[ch]);
+                for t in 0..len {
+                    let mut acc = bv;
+                    for (j, &wj) in wr.iter().enumerate() {
+                        acc += wj * padded[t + j];
+                    }
+                    if silu {
+                        // the activation runs on the value rounded to the output type
+                        let r = round_to(x.dtype(), acc);
+                        acc = r / (1.0 + (-r).exp());
+                    }
+                    out.push(acc);
+                }
+                state.extend_from_slice(&padded[padded.len() - (k - 1)..]);
+            }
+        }
+        Ok(vec![
+            Value::Tensor(from_f64(x.dtype(), vec![bsz, c, len], out)?),
+            Value::Tensor(from_f64(x.dtype(), vec![bsz, c, k - 1], state)?),
+        ])
+    }))
+}
+
+fn round_to(dtype: DType, v: f64) -> f64 {
+    match dtype {
+        DType::Float => f64::from(v as f32),
+        DType::Float16 => onyx_tensor::f16::from_f64(v).to_f64(),
+        DType::BFloat16 => onyx_tensor::bf16::from_f64(v).to_f64(),
+        _ => v,
+    }
+}
+
+pub fn register(r: &mut Registry) {
+    r.add("", "Conv", build_conv);
+    r.add("", "ConvInteger", build_conv_integer);
+    r.add("", "ConvTranspose", build_conv_transpose);
+    r.add("", "Col2Im", build_col2im);
+    r.add("", "DeformConv", build_deform_conv);
+    r.add("", "CausalConvWithState", build_causal_conv);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemm_accumulates() {
+        let mut out = vec![1.0, 1.0];
+        // [1 2] x [[1 0],[0 1]] added to [1 1]
+        gemm_acc(&mut out, 2, &[1.0, 2.0], &[1.0, 0.0, 0.0, 1.0], 1, 2, 2);
+        assert_eq!(out, vec![2.0, 3.0]);
+        // five rows: four through the blocked path, one through the tail
+        let mut out = vec![0.0; 10];
+        gemm_acc(
+            &mut out,
+            2,
+            &[1.0, 2.0, 3.0, 4.0, 5.0],
+            &[1.0, 10.0],
+            5,
+            1,
+            2,
+        );
+        assert_eq!(
+            out,
+            vec![1.0, 10.0, 2.0, 20.0, 3.0, 30.0, 4.0, 40.0, 5.0, 50.0]
+        );
+    }
+
+    #[test]
+    fn col2im_overlaps() {
+        // 1 channel, image 3, kernel 2, stride 1: blocks at 0 and 1 overlap at 1
+        let col = [1.0, 2.0, 10.0, 20.0]; // tap 0: [1, 2], tap 1: [10, 20]
+        let mut out = vec![0.0; 3];
+        col2im_add(&col, 1, &[3], &[2], &[2], &[1], &[1], &[0], &mut out);
+        assert_eq!(out, vec![1.0, 12.0, 20.0]);
+        // a negative begin pad shifts blocks right
+        let mut out = vec![0.0; 3];
+        col2im_add(&col, 1, &[3], &[2], &[2], &[1], &[1], &[-1], &mut out);
+        assert_eq!(out, vec![0.0, 1.0, 12.0]);
+    }
+
+    #[test]
+    fn bilinear_samples() {
+        let plane = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(bilinear(&plane, 2, 2, 0.5, 0.5), 2.5);
+        assert_eq!(bilinear(&plane, 2, 2, 1.0, 1.0), 4.0);
+        assert_eq!(bilinear(&plane, 2, 2, -0.5, 0.0), 0.5);
+        assert_eq!(bilinear(&plane, 2, 2, 5.0, 0.0), 0.0);
+    }
+
+    fn conv_direct(x: &[f64], side: usize, pads: i64, chunk: usize) -> Vec<f64> {
+        let attrs = WindowAttrs {
+            kernel: None,
+            strides: None,
+            dilations: None,
+            pads: Some(vec![pads; 4]),
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        };
+        let g = attrs.geometry(&[side, side], Some(&[2, 2])).unwrap();
+        let d = ConvDims {
+            n: 1,
+            c: 1,
+            m: 1,
+            group: 1,
+            kprod: 4,
+            in_plane: side * side,
+            out_plane: g.out_size().unwrap(),
+        };
+        let taps = g.taps();
+        conv_with_cols(&d, &[1.0; 4], Some(&[0.5]), chunk, |b, gi, c0, nc, col| {
+            im2col(x, &d, &g, &taps, b, gi, c0, nc, col)
+        })
+    }
+
+    #[test]
+    fn conv_2x2_ones() {
+        let x: Vec<f64> = (1..=9).map(f64::from).collect();
+        // windows of 1..9 summed, plus bias 0.5
+        assert_eq!(
+            conv_direct(&x, 3, 0, usize::MAX),
+            vec![12.5, 16.5, 24.5, 28.5]
+        );
+        // padded by one: corners see one element; chunked columns give the same
+        let whole = conv_direct(&x, 3, 1, usize::MAX);
+        assert_eq!(whole.len(), 16);
+        assert_eq!(whole[0], 1.5);
+        assert_eq!(whole[15], 9.5);
+        assert_eq!(conv_direct(&x, 3, 1, 3), whole);
+    }
+}
