@@ -87,6 +87,20 @@ impl Legacy {
     }
 }
 
+/// Vets the size of the broadcast of `a` and `b` before an output of
+/// `elem_bytes`-byte elements is allocated.
+pub(crate) fn check_broadcast(
+    ctx: &RunCtx,
+    a: &Tensor,
+    b: &Tensor,
+    elem_bytes: usize,
+) -> OpResult<()> {
+    let shape = broadcast_shapes(&[a.shape(), b.shape()])?;
+    let n = onyx_tensor::numel(&shape)
+        .ok_or_else(|| op_err!("broadcast shape {shape:?} is too large"))?;
+    ctx.check_alloc(n, elem_bytes)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Cmp {
     Eq,
@@ -145,12 +159,18 @@ fn broadcast_binary_ref<A, B, O>(
 
 fn build_compare(ctx: &BuildCtx, op: Cmp) -> OpResult<Box<dyn Kernel>> {
     let legacy = Legacy::read(ctx)?;
-    Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
         let a = tensor_in(inputs, 0)?;
         let b = tensor_in(inputs, 1)?;
         match legacy.rhs(a, b)? {
-            Some(b) => one(compare(op, a, &b)?),
-            None => one(compare(op, a, b)?),
+            Some(b) => {
+                check_broadcast(ctx, a, &b, 1)?;
+                one(compare(op, a, &b)?)
+            }
+            None => {
+                check_broadcast(ctx, a, b, 1)?;
+                one(compare(op, a, b)?)
+            }
         }
     }))
 }
@@ -169,12 +189,18 @@ fn logical(a: &Tensor, b: &Tensor, f: fn(bool, bool) -> bool) -> OpResult<Tensor
 
 fn build_logical(ctx: &BuildCtx, f: fn(bool, bool) -> bool) -> OpResult<Box<dyn Kernel>> {
     let legacy = Legacy::read(ctx)?;
-    Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
         let a = tensor_in(inputs, 0)?;
         let b = tensor_in(inputs, 1)?;
         match legacy.rhs(a, b)? {
-            Some(b) => one(logical(a, &b, f)?),
-            None => one(logical(a, b, f)?),
+            Some(b) => {
+                check_broadcast(ctx, a, &b, 1)?;
+                one(logical(a, &b, f)?)
+            }
+            None => {
+                check_broadcast(ctx, a, b, 1)?;
+                one(logical(a, b, f)?)
+            }
         }
     }))
 }
@@ -498,12 +524,11 @@ fn build_bitshift(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
 }
 
 fn build_bitwise(op: BitOp) -> OpResult<Box<dyn Kernel>> {
-    Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
-        one(bit_binary(
-            op,
-            tensor_in(inputs, 0)?,
-            tensor_in(inputs, 1)?,
-        )?)
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        let a = tensor_in(inputs, 0)?;
+        let b = tensor_in(inputs, 1)?;
+        check_broadcast(ctx, a, b, a.dtype().size_in_memory())?;
+        one(bit_binary(op, a, b)?)
     }))
 }
 
@@ -589,6 +614,17 @@ mod tests {
         assert_eq!(eq.as_slice::<bool>().unwrap(), &[false, true]);
         assert!(compare(Cmp::Lt, &s, &t).is_err());
         assert!(compare(Cmp::Eq, &a, &s).is_err());
+    }
+
+    #[test]
+    fn legacy_broadcast_aligns_at_axis() {
+        let a = Tensor::from_vec(vec![2, 3, 2], vec![0i64; 12]).unwrap();
+        let b = Tensor::from_vec(vec![3], vec![0i64, 1, 2]).unwrap();
+        assert_eq!(legacy_align(&a, &b, Some(1)).unwrap().shape(), &[3, 1]);
+        let b2 = Tensor::from_vec(vec![3, 2], vec![0i64; 6]).unwrap();
+        assert_eq!(legacy_align(&a, &b2, None).unwrap().shape(), &[3, 2]);
+        assert!(legacy_align(&a, &b2, Some(2)).is_err());
+        assert!(legacy_align(&a, &b, Some(5)).is_err());
     }
 
     #[test]

@@ -191,8 +191,11 @@ fn build_split(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
 pub fn register(r: &mut Registry) {
     r.add("", "StringNormalizer", build_normalizer);
     r.add("", "StringConcat", |_| {
-        Ok(Box::new(|_: &RunCtx, inputs: &[Option<&Value>]| {
-            one(concat(tensor_in(inputs, 0)?, tensor_in(inputs, 1)?)?)
+        Ok(Box::new(|ctx: &RunCtx, inputs: &[Option<&Value>]| {
+            let a = tensor_in(inputs, 0)?;
+            let b = tensor_in(inputs, 1)?;
+            super::logic::check_broadcast(ctx, a, b, std::mem::size_of::<String>())?;
+            one(concat(a, b)?)
         }))
     });
     r.add("", "StringSplit", build_split);
