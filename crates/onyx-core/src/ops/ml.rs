@@ -1,5 +1,1463 @@
-//! (not implemented yet)
+//! The ai.onnx.ml domain, as scikit-learn converters use it: encoders
+//! (LabelEncoder, CategoryMapper, OneHotEncoder, DictVectorizer, ZipMap,
+//! FeatureVectorizer), preprocessing (Binarizer, Scaler, Normalizer, Imputer,
+//! ArrayFeatureExtractor), linear models, SVMs and tree ensembles.
+//!
+//! Models that take a batch treat a rank-1 input [C] as one row, a rank-2
+//! input [N, C] as N rows, and higher ranks as [N, rest]. Scores are computed
+//! in f64 and returned as float, as the specification asks.
 
-use super::Registry;
+use std::collections::HashMap;
 
-pub fn register(_r: &mut Registry) {}
+use onyx_tensor::{DType, Data, Elem, MapValue, Tensor, Value};
+
+use super::cast::cast_tensor;
+use super::{one, tensor_in, BuildCtx, Kernel, OpResult, Registry, RunCtx};
+use crate::op_err;
+
+const ML: &str = "ai.onnx.ml";
+
+// ---------------------------------------------------------------- helpers
+
+fn ints_attr(ctx: &BuildCtx, name: &str) -> OpResult<Vec<i64>> {
+    Ok(ctx.node.attr_ints(name)?.unwrap_or_default())
+}
+
+fn floats_attr(ctx: &BuildCtx, name: &str) -> OpResult<Vec<f64>> {
+    Ok(ctx
+        .node
+        .attr_floats(name)?
+        .unwrap_or_default()
+        .into_iter()
+        .map(f64::from)
+        .collect())
+}
+
+fn strings_attr(ctx: &BuildCtx, name: &str) -> OpResult<Vec<String>> {
+    Ok(ctx.node.attr_strings(name)?.unwrap_or_default())
+}
+
+fn string_attr(ctx: &BuildCtx, name: &str, default: &str) -> OpResult<String> {
+    Ok(ctx
+        .node
+        .attr_string(name)?
+        .unwrap_or_else(|| default.to_string()))
+}
+
+/// A floats attribute or its `<name>_as_tensor` form (opset 3 of the tree ensembles).
+fn floats_or_tensor(ctx: &BuildCtx, name: &str) -> OpResult<Vec<f64>> {
+    if let Some(t) = ctx.node.attr_tensor(&format!("{name}_as_tensor"))? {
+        return Ok(t.to_f64_vec()?);
+    }
+    floats_attr(ctx, name)
+}
+
+/// How a batch input splits into rows: (rows, columns).
+fn rows_cols(t: &Tensor) -> (usize, usize) {
+    match t.shape() {
+        [] => (1, 1),
+        [c] => (1, *c),
+        [n, rest @ ..] => (*n, rest.iter().product()),
+    }
+}
+
+fn f32_tensor(shape: Vec<usize>, v: &[f64]) -> OpResult<Tensor> {
+    Ok(Tensor::from_vec(
+        shape,
+        v.iter().map(|&x| x as f32).collect(),
+    )?)
+}
+
+/// A numeric input as f64 (strings are refused).
+fn numeric_f64(t: &Tensor) -> OpResult<Vec<f64>> {
+    if t.dtype() == DType::String {
+        return Err(op_err!("input should be numeric but is a string tensor"));
+    }
+    Ok(t.to_f64_vec()?)
+}
+
+/// `values` (computed in f64) stored as `dtype`, with the given shape.
+fn f64_as(dtype: DType, shape: Vec<usize>, values: Vec<f64>) -> OpResult<Tensor> {
+    let t = Tensor::from_vec(shape, values)?;
+    if dtype == DType::Double {
+        Ok(t)
+    } else {
+        cast_tensor(&t, dtype, false)
+    }
+}
+
+/// Labels as an int64 or string tensor of shape [n].
+enum Labels {
+    Ints(Vec<i64>),
+    Strs(Vec<String>),
+}
+
+impl Labels {
+    fn from_attrs(ctx: &BuildCtx, ints: &str, strs: &str) -> OpResult<Labels> {
+        let i = ctx.node.attr_ints(ints)?;
+        let s = ctx.node.attr_strings(strs)?;
+        Ok(match (i, s) {
+            (Some(i), _) if !i.is_empty() => Labels::Ints(i),
+            (_, Some(s)) if !s.is_empty() => Labels::Strs(s),
+            _ => Labels::Ints(vec![]),
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Labels::Ints(v) => v.len(),
+            Labels::Strs(v) => v.len(),
+        }
+    }
+
+    /// The labels picked by class index (an index past the end is an error).
+    fn pick(&self, idx: &[usize]) -> OpResult<Tensor> {
+        let bad = |i: usize| op_err!("class index {i} is out of range for {} labels", self.len());
+        Ok(match self {
+            Labels::Ints(v) => Tensor::from_vec(
+                vec![idx.len()],
+                idx.iter()
+                    .map(|&i| v.get(i).copied().ok_or_else(|| bad(i)))
+                    .collect::<OpResult<Vec<i64>>>()?,
+            )?,
+            Labels::Strs(v) => Tensor::from_vec(
+                vec![idx.len()],
+                idx.iter()
+                    .map(|&i| v.get(i).cloned().ok_or_else(|| bad(i)))
+                    .collect::<OpResult<Vec<String>>>()?,
+            )?,
+        })
+    }
+
+    fn as_tensor(&self) -> OpResult<Tensor> {
+        Ok(match self {
+            Labels::Ints(v) => Tensor::from_vec(vec![v.len()], v.clone())?,
+            Labels::Strs(v) => Tensor::from_vec(vec![v.len()], v.clone())?,
+        })
+    }
+}
+
+/// The index of the largest value (the first one on ties).
+fn argmax(v: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+// --------------------------------------------------------- post transforms
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Post {
+    None,
+    Softmax,
+    Logistic,
+    SoftmaxZero,
+    Probit,
+}
+
+impl Post {
+    fn parse(s: &str) -> OpResult<Post> {
+        Ok(match s {
+            "NONE" => Post::None,
+            "SOFTMAX" => Post::Softmax,
+            "LOGISTIC" => Post::Logistic,
+            "SOFTMAX_ZERO" => Post::SoftmaxZero,
+            "PROBIT" => Post::Probit,
+            other => return Err(op_err!("unknown post_transform '{other}'")),
+        })
+    }
+
+    fn from_attr(ctx: &BuildCtx) -> OpResult<Post> {
+        Post::parse(&string_attr(ctx, "post_transform", "NONE")?)
+    }
+
+    /// From the integer encoding of TreeEnsemble (opset 5).
+    fn from_code(c: i64) -> OpResult<Post> {
+        Ok(match c {
+            0 => Post::None,
+            1 => Post::Softmax,
+            2 => Post::Logistic,
+            3 => Post::SoftmaxZero,
+            4 => Post::Probit,
+            other => return Err(op_err!("unknown post_transform {other}")),
+        })
+    }
+
+    /// Transforms one row of scores in place.
+    fn apply(self, row: &mut [f64]) {
+        match self {
+            Post::None => {}
+            Post::Logistic => row.iter_mut().for_each(|x| *x = logistic(*x)),
+            Post::Probit => row.iter_mut().for_each(|x| *x = probit(*x)),
+            Post::Softmax => {
+                let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let mut s = 0.0;
+                for x in row.iter_mut() {
+                    *x = (*x - m).exp();
+                    s += *x;
+                }
+                row.iter_mut().for_each(|x| *x /= s);
+            }
+            Post::SoftmaxZero => softmax_zero(row),
+        }
+    }
+}
+
+fn logistic(x: f64) -> f64 {
+    let v = 1.0 / (1.0 + (-x.abs()).exp());
+    if x < 0.0 {
+        1.0 - v
+    } else {
+        v
+    }
+}
+
+/// Softmax that leaves exact zeros at zero weight (as ONNX Runtime does).
+fn softmax_zero(row: &mut [f64]) {
+    let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e = (-m).exp();
+    let mut s = 0.0;
+    for x in row.iter_mut() {
+        if *x > 1e-7 || *x < -1e-7 {
+            *x = (*x - m).exp();
+        } else {
+            *x *= e;
+        }
+        s += *x;
+    }
+    if s == 0.0 {
+        row.iter_mut().for_each(|x| *x = 0.5);
+    } else {
+        row.iter_mut().for_each(|x| *x /= s);
+    }
+}
+
+/// The approximate inverse error function ONNX Runtime uses for PROBIT.
+fn erf_inv(x: f64) -> f64 {
+    let sgn = if x < 0.0 { -1.0 } else { 1.0 };
+    let x = (1.0 - x) * (1.0 + x);
+    if x == 0.0 {
+        return 0.0;
+    }
+    let log = x.ln();
+    let v = 2.0 / (std::f64::consts::PI * 0.147) + 0.5 * log;
+    let v2 = 1.0 / 0.147 * log;
+    let v3 = -v + (v * v - v2).sqrt();
+    sgn * v3.sqrt()
+}
+
+fn probit(x: f64) -> f64 {
+    std::f64::consts::SQRT_2 * erf_inv(2.0 * x - 1.0)
+}
+
+// ------------------------------------------------- ArrayFeatureExtractor
+
+fn array_feature_extractor(ctx: &RunCtx, x: &Tensor, idx: &Tensor) -> OpResult<Tensor> {
+    let Some((&last, outer_dims)) = x.shape().split_last() else {
+        return Err(op_err!("input X must have at least one dimension"));
+    };
+    let idx = idx
+        .to_i64_vec()?
+        .into_iter()
+        .map(|i| {
+            usize::try_from(i)
+                .ok()
+                .filter(|&i| i < last)
+                .ok_or_else(|| op_err!("index {i} is out of range for a last dimension of {last}"))
+        })
+        .collect::<OpResult<Vec<usize>>>()?;
+    let outer: usize = outer_dims.iter().product();
+    let mut shape = if outer_dims.is_empty() {
+        vec![1]
+    } else {
+        outer_dims.to_vec()
+    };
+    shape.push(idx.len());
+    let n = outer
+        .checked_mul(idx.len())
+        .ok_or_else(|| op_err!("output is too large"))?;
+    ctx.check_alloc(n, 8)?;
+    let it = (0..outer).flat_map(|o| idx.iter().map(move |&i| o * last + i));
+    Ok(x.gather_flat(shape, it)?)
+}
+
+fn build_afe(_: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    Ok(Box::new(|ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        one(array_feature_extractor(
+            ctx,
+            tensor_in(inputs, 0)?,
+            tensor_in(inputs, 1)?,
+        )?)
+    }))
+}
+
+// ------------------------------------------------------------- Binarizer
+
+fn build_binarizer(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let th = f64::from(ctx.node.attr_float("threshold")?.unwrap_or(0.0));
+    Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        let v = numeric_f64(x)?
+            .into_iter()
+            .map(|v| if v > th { 1.0 } else { 0.0 })
+            .collect();
+        one(f64_as(x.dtype(), x.shape().to_vec(), v)?)
+    }))
+}
+
+// ---------------------------------------------------------- LabelEncoder
+
+/// A lookup key: integers, strings, or floats by bit pattern (all NaNs equal).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Int(i64),
+    Str(String),
+    Float(u64),
+}
+
+fn float_key(x: f64) -> Key {
+    if x.is_nan() {
+        Key::Float(f64::NAN.to_bits())
+    } else if x == 0.0 {
+        Key::Float(0f64.to_bits())
+    } else {
+        Key::Float(x.to_bits())
+    }
+}
+
+fn keys_of(t: &Tensor) -> OpResult<Vec<Key>> {
+    Ok(match t.data() {
+        Data::Str(v) => v.iter().cloned().map(Key::Str).collect(),
+        Data::F32(_) | Data::F64(_) | Data::F16(_) | Data::BF16(_) => {
+            t.to_f64_vec()?.into_iter().map(float_key).collect()
+        }
+        _ => t.to_i64_vec()?.into_iter().map(Key::Int).collect(),
+    })
+}
+
+/// Appends `extra` (same storage) to `base`.
+fn append_data(base: &Data, extra: &Data) -> OpResult<Data> {
+    fn go<T: Elem>(a: &[T], b: &Data) -> Option<Data> {
+        let b = T::slice(b)?;
+        Some(T::into_data(a.iter().chain(b).cloned().collect()))
+    }
+    onyx_tensor::with_data!(base, v => go(v, extra))
+        .ok_or_else(|| op_err!("default value does not have the type of the values"))
+}
+
+/// Maps each input element to an entry of `table` (the values followed by
+/// the default), by key.
+struct Encoder {
+    index: HashMap<Key, usize>,
+    table: Tensor,
+    default_at: usize,
+}
+
+impl Encoder {
+    fn new(keys: Vec<Key>, values: Tensor, default: Tensor) -> OpResult<Encoder> {
+        if keys.len() != values.len() {
+            return Err(op_err!("{} keys but {} values", keys.len(), values.len()));
+        }
+        if default.len() != 1 {
+            return Err(op_err!(
+                "the default should hold one value but holds {}",
+                default.len()
+            ));
+        }
+        let default = if default.dtype() == values.dtype() {
+            default
+        } else {
+            cast_tensor(&default, values.dtype(), false)?
+        };
+        let default_at = values.len();
+        let data = append_data(values.data(), default.data())?;
+        let table = Tensor::new(values.dtype(), vec![default_at + 1], data)?;
+        let index = keys.into_iter().enumerate().map(|(i, k)| (k, i)).collect();
+        Ok(Encoder {
+            index,
+            table,
+            default_at,
+        })
+    }
+
+    fn run(&self, x: &Tensor) -> OpResult<Tensor> {
+        let keys = keys_of(x)?;
+        let idx = keys
+            .iter()
+            .map(|k| self.index.get(k).copied().unwrap_or(self.default_at));
+        Ok(self.table.gather_flat(x.shape().to_vec(), idx)?)
+    }
+}
+
+fn str_tensor(v: Vec<String>) -> OpResult<Tensor> {
+    Ok(Tensor::from_vec(vec![v.len()], v)?)
+}
+
+fn build_label_encoder(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let node = ctx.node;
+    if ctx.opset < 2 {
+        // classes_strings: string -> index, int64 -> string
+        let classes = strings_attr(ctx, "classes_strings")?;
+        let def_int = node.attr_int("default_int64")?.unwrap_or(-1);
+        let def_str = string_attr(ctx, "default_string", "_Unused")?;
+        let to_int = Encoder::new(
+            classes.iter().cloned().map(Key::Str).collect(),
+            Tensor::from_vec(vec![classes.len()], (0..classes.len() as i64).collect())?,
+            Tensor::scalar(def_int),
+        )?;
+        let to_str = Encoder::new(
+            (0..classes.len() as i64).map(Key::Int).collect(),
+            str_tensor(classes)?,
+            Tensor::scalar(def_str),
+        )?;
+        return Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
+            let x = tensor_in(inputs, 0)?;
+            if x.dtype() == DType::String {
+                one(to_int.run(x)?)
+            } else {
+                one(to_str.run(x)?)
+            }
+        }));
+    }
+    let keys: Vec<Key> = if let Some(t) = node.attr_tensor("keys_tensor")? {
+        keys_of(&t)?
+    } else if let Some(v) = node.attr_strings("keys_strings")? {
+        v.into_iter().map(Key::Str).collect()
+    } else if let Some(v) = node.attr_ints("keys_int64s")? {
+        v.into_iter().map(Key::Int).collect()
+    } else if let Some(v) = node.attr_floats("keys_floats")? {
+        v.into_iter().map(|x| float_key(f64::from(x))).collect()
+    } else {
+        return Err(op_err!("one of the keys_* attributes is required"));
+    };
+    let (values, natural_default) = if let Some(t) = node.attr_tensor("values_tensor")? {
+        let d = match t.dtype() {
+            DType::String => Tensor::scalar("_Unused".to_string()),
+            dt if dt.is_float() => cast_tensor(&Tensor::scalar(-0.0f32), dt, false)?,
+            dt => cast_tensor(&Tensor::scalar(-1i64), dt, false)?,
+        };
+        let n = t.len();
+        (t.reshape(vec![n])?, d)
+    } else if let Some(v) = node.attr_strings("values_strings")? {
+        let d = string_attr(ctx, "default_string", "_Unused")?;
+        (str_tensor(v)?, Tensor::scalar(d))
+    } else if let Some(v) = node.attr_ints("values_int64s")? {
+        let d = node.attr_int("default_int64")?.unwrap_or(-1);
+        (Tensor::from_vec(vec![v.len()], v)?, Tensor::scalar(d))
+    } else if let Some(v) = node.attr_floats("values_floats")? {
+        let d = node.attr_float("default_float")?.unwrap_or(-0.0);
+        (Tensor::from_vec(vec![v.len()], v)?, Tensor::scalar(d))
+    } else {
+        return Err(op_err!("one of the values_* attributes is required"));
+    };
+    let default = match node.attr_tensor("default_tensor")? {
+        Some(t) => t,
+        None => natural_default,
+    };
+    let enc = Encoder::new(keys, values, default)?;
+    Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
+        one(enc.run(tensor_in(inputs, 0)?)?)
+    }))
+}
+
+// ---------------------------------------------------------- CategoryMapper
+
+fn build_category_mapper(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let ints = ints_attr(ctx, "cats_int64s")?;
+    let strs = strings_attr(ctx, "cats_strings")?;
+    if ints.len() != strs.len() {
+        return Err(op_err!(
+            "cats_int64s has {} entries but cats_strings has {}",
+            ints.len(),
+            strs.len()
+        ));
+    }
+    let def_int = ctx.node.attr_int("default_int64")?.unwrap_or(-1);
+    let def_str = string_attr(ctx, "default_string", "_Unused")?;
+    let to_int = Encoder::new(
+        strs.iter().cloned().map(Key::Str).collect(),
+        Tensor::from_vec(vec![ints.len()], ints.clone())?,
+        Tensor::scalar(def_int),
+    )?;
+    let to_str = Encoder::new(
+        ints.into_iter().map(Key::Int).collect(),
+        str_tensor(strs)?,
+        Tensor::scalar(def_str),
+    )?;
+    Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        match x.dtype() {
+            DType::String => one(to_int.run(x)?),
+            DType::Int64 => one(to_str.run(x)?),
+            other => Err(op_err!("input should be string or int64 but is {other}")),
+        }
+    }))
+}
+
+// ---------------------------------------------------------- OneHotEncoder
+
+fn build_one_hot_encoder(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let ints = ints_attr(ctx, "cats_int64s")?;
+    let strs = strings_attr(ctx, "cats_strings")?;
+    let keys: Vec<Key> = if !ints.is_empty() {
+        ints.into_iter().map(Key::Int).collect()
+    } else if !strs.is_empty() {
+        strs.into_iter().map(Key::Str).collect()
+    } else {
+        return Err(op_err!("one of cats_int64s or cats_strings is required"));
+    };
+    let zeros = ctx.node.attr_int("zeros")?.unwrap_or(1) != 0;
+    let n_cats = keys.len();
+    let index: HashMap<Key, usize> = keys.into_iter().enumerate().map(|(i, k)| (k, i)).collect();
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        let keys: Vec<Key> = match x.data() {
+            Data::Str(v) => v.iter().cloned().map(Key::Str).collect(),
+            // numbers are matched as integers
+            _ => numeric_f64(x)?
+                .into_iter()
+                .map(|v| Key::Int(v as i64))
+                .collect(),
+        };
+        let n = keys
+            .len()
+            .checked_mul(n_cats)
+            .ok_or_else(|| op_err!("output is too large"))?;
+        ctx.check_alloc(n, 4)?;
+        let mut out = vec![0f32; n];
+        for (i, k) in keys.iter().enumerate() {
+            match index.get(k) {
+                Some(&c) => out[i * n_cats + c] = 1.0,
+                None if !zeros => return Err(op_err!("value {k:?} is not one of the categories")),
+                None => {}
+            }
+        }
+        let mut shape = x.shape().to_vec();
+        shape.push(n_cats);
+        one(Tensor::from_vec(shape, out)?)
+    }))
+}
+
+// ------------------------------------------------- Scaler and Normalizer
+
+/// Per-column values of length 1 (broadcast) or C.
+fn per_column(v: &[f64], c: usize, what: &str) -> OpResult<()> {
+    if v.len() == 1 || v.len() == c {
+        Ok(())
+    } else {
+        Err(op_err!(
+            "{what} has {} values but the input has {c} columns",
+            v.len()
+        ))
+    }
+}
+
+fn build_scaler(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let offset = floats_attr(ctx, "offset")?;
+    let scale = floats_attr(ctx, "scale")?;
+    Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        let c = x.shape().last().copied().unwrap_or(1);
+        let off: &[f64] = if offset.is_empty() { &[0.0] } else { &offset };
+        let sc: &[f64] = if scale.is_empty() { &[1.0] } else { &scale };
+        per_column(off, c, "offset")?;
+        per_column(sc, c, "scale")?;
+        let v: Vec<f64> = numeric_f64(x)?
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let j = i % c.max(1);
+                let o = off[if off.len() == 1 { 0 } else { j }];
+                let s = sc[if sc.len() == 1 { 0 } else { j }];
+                (v - o) * s
+            })
+            .collect();
+        one(f32_tensor(x.shape().to_vec(), &v)?)
+    }))
+}
+
+fn build_normalizer(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let norm = string_attr(ctx, "norm", "MAX")?;
+    let kind = match norm.as_str() {
+        "MAX" => 0,
+        "L1" => 1,
+        "L2" => 2,
+        other => return Err(op_err!("unknown norm '{other}'")),
+    };
+    Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        if x.rank() > 2 {
+            return Err(op_err!(
+                "input should be 1-D or 2-D but has shape {:?}",
+                x.shape()
+            ));
+        }
+        let c = x.shape().last().copied().unwrap_or(1).max(1);
+        let mut v = numeric_f64(x)?;
+        for row in v.chunks_mut(c) {
+            let d = match kind {
+                0 => row.iter().fold(0f64, |m, x| m.max(x.abs())),
+                1 => row.iter().map(|x| x.abs()).sum(),
+                _ => row.iter().map(|x| x * x).sum::<f64>().sqrt(),
+            };
+            let d = d.max(1e-30);
+            row.iter_mut().for_each(|x| *x /= d);
+        }
+        one(f32_tensor(x.shape().to_vec(), &v)?)
+    }))
+}
+
+// --------------------------------------------------------------- Imputer
+
+fn build_imputer(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let fl = floats_attr(ctx, "imputed_value_floats")?;
+    let it = ints_attr(ctx, "imputed_value_int64s")?;
+    let (values, replaced, is_float) = if !fl.is_empty() {
+        let r = f64::from(ctx.node.attr_float("replaced_value_float")?.unwrap_or(0.0));
+        (fl, r, true)
+    } else if !it.is_empty() {
+        let r = ctx.node.attr_int("replaced_value_int64")?.unwrap_or(0) as f64;
+        (it.into_iter().map(|v| v as f64).collect(), r, false)
+    } else {
+        return Err(op_err!(
+            "one of imputed_value_floats or imputed_value_int64s is required"
+        ));
+    };
+    Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        if x.dtype().is_float() != is_float {
+            return Err(op_err!(
+                "input of type {} does not match the imputed values' type",
+                x.dtype()
+            ));
+        }
+        let c = x.shape().last().copied().unwrap_or(1);
+        per_column(&values, c, "the imputed values")?;
+        let mut v = numeric_f64(x)?;
+        for (i, e) in v.iter_mut().enumerate() {
+            let hit = if replaced.is_nan() {
+                e.is_nan()
+            } else {
+                *e == replaced
+            };
+            if hit {
+                *e = values[if values.len() == 1 { 0 } else { i % c.max(1) }];
+            }
+        }
+        if is_float {
+            one(f64_as(x.dtype(), x.shape().to_vec(), v)?)
+        } else {
+            let ints = x.to_i64_vec()?;
+            let out = ints
+                .iter()
+                .zip(&v)
+                .map(|(&orig, &new)| {
+                    if orig as f64 == replaced {
+                        new as i64
+                    } else {
+                        orig
+                    }
+                })
+                .collect();
+            one(cast_tensor(
+                &Tensor::from_vec(x.shape().to_vec(), out)?,
+                x.dtype(),
+                false,
+            )?)
+        }
+    }))
+}
+
+// --------------------------------------------------------- linear models
+
+/// scores[n, t] = sum_c x[n, c] * coef[t * C + c] + intercept[t]
+fn linear_scores(x: &[f64], n: usize, c: usize, coef: &[f64], icpt: &[f64], t: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(n * t);
+    for r in 0..n {
+        let row = &x[r * c..(r + 1) * c];
+        for k in 0..t {
+            let w = &coef[k * c..(k + 1) * c];
+            let s: f64 = row.iter().zip(w).map(|(a, b)| a * b).sum();
+            out.push(s + icpt.get(k).copied().unwrap_or(0.0));
+        }
+    }
+    out
+}
+
+fn check_coefs(coef: &[f64], t: usize, c: usize) -> OpResult<()> {
+    if t.checked_mul(c) != Some(coef.len()) {
+        return Err(op_err!(
+            "{} coefficients do not fit {t} targets of {c} features",
+            coef.len()
+        ));
+    }
+    Ok(())
+}
+
+fn build_linear_regressor(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let coef = floats_attr(ctx, "coefficients")?;
+    let icpt = floats_attr(ctx, "intercepts")?;
+    let targets = usize::try_from(ctx.node.attr_int("targets")?.unwrap_or(1))
+        .map_err(|_| op_err!("targets must not be negative"))?;
+    let post = Post::from_attr(ctx)?;
+    Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        let (n, c) = rows_cols(x);
+        check_coefs(&coef, targets, c)?;
+        let mut s = linear_scores(&numeric_f64(x)?, n, c, &coef, &icpt, targets);
+        for row in s.chunks_mut(targets.max(1)) {
+            post.apply(row);
+        }
+        one(f32_tensor(vec![n, targets], &s)?)
+    }))
+}
+
+fn build_linear_classifier(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let coef = floats_attr(ctx, "coefficients")?;
+    let icpt = floats_attr(ctx, "intercepts")?;
+    let labels = Labels::from_attrs(ctx, "classlabels_ints", "classlabels_strings")?;
+    let post = Post::from_attr(ctx)?;
+    Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        let (n, c) = rows_cols(x);
+        if c == 0 || coef.len() % c != 0 {
+            return Err(op_err!(
+                "{} coefficients are not a multiple of {c} features",
+                coef.len()
+            ));
+        }
+        let e = coef.len() / c;
+        let mut s = linear_scores(&numeric_f64(x)?, n, c, &coef, &icpt, e);
+        // one score with two classes: scores for both, negated for class 0
+        let e = if e == 1 && labels.len() == 2 {
+            s = s.iter().flat_map(|&v| [-v, v]).collect();
+            2
+        } else {
+            e
+        };
+        let mut idx = Vec::with_capacity(n);
+        for row in s.chunks_mut(e.max(1)) {
+            post.apply(row);
+            idx.push(argmax(row));
+        }
+        let label = if e > 1 {
+            if labels.len() == 0 {
+                Tensor::from_vec(vec![n], idx.iter().map(|&i| i as i64).collect())?
+            } else {
+                labels.pick(&idx)?
+            }
+        } else {
+            let th = if post == Post::None { 0.0 } else { 0.5 };
+            let pos: Vec<bool> = s.iter().map(|&v| v >= th).collect();
+            match &labels {
+                Labels::Ints(v) if !v.is_empty() => Tensor::from_vec(
+                    vec![n],
+                    pos.iter().map(|&p| if p { v[0] } else { 0 }).collect(),
+                )?,
+                Labels::Strs(v) => Tensor::from_vec(
+                    vec![n],
+                    pos.iter()
+                        .map(|&p| if p { v[0].clone() } else { String::new() })
+                        .collect(),
+                )?,
+                _ => Tensor::from_vec(vec![n], pos.iter().map(|&p| i64::from(p)).collect())?,
+            }
+        };
+        Ok(vec![
+            Value::Tensor(label),
+            Value::Tensor(f32_tensor(vec![n, e], &s)?),
+        ])
+    }))
+}
+
+// ------------------------------------------------------------------ ZipMap
+
+fn build_zipmap(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let labels = Labels::from_attrs(ctx, "classlabels_int64s", "classlabels_strings")?;
+    if labels.len() == 0 {
+        return Err(op_err!(
+            "one of classlabels_int64s or classlabels_strings is required"
+        ));
+    }
+    let keys = labels.as_tensor()?;
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        let (n, c) = rows_cols(x);
+        if c != keys.len() || x.rank() > 2 {
+            return Err(op_err!(
+                "input of shape {:?} does not have {} columns, one per label",
+                x.shape(),
+                keys.len()
+            ));
+        }
+        ctx.check_alloc(x.len(), 8)?;
+        let v = numeric_f64(x)?;
+        let items = (0..n)
+            .map(|r| {
+                let row: Vec<f32> = v[r * c..(r + 1) * c].iter().map(|&x| x as f32).collect();
+                Ok(Value::Map(MapValue {
+                    keys: keys.clone(),
+                    values: Box::new(Value::Tensor(Tensor::from_vec(vec![c], row)?)),
+                }))
+            })
+            .collect::<OpResult<Vec<Value>>>()?;
+        Ok(vec![Value::Sequence {
+            elem_dtype: None,
+            items,
+        }])
+    }))
+}
+
+// --------------------------------------------------------- DictVectorizer
+
+fn build_dict_vectorizer(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let ints = ints_attr(ctx, "int64_vocabulary")?;
+    let strs = strings_attr(ctx, "string_vocabulary")?;
+    let vocab: Vec<Key> = if !strs.is_empty() {
+        strs.into_iter().map(Key::Str).collect()
+    } else {
+        ints.into_iter().map(Key::Int).collect()
+    };
+    if vocab.is_empty() {
+        return Err(op_err!(
+            "one of int64_vocabulary or string_vocabulary is required"
+        ));
+    }
+    let index: HashMap<Key, usize> = vocab
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, k)| (k, i))
+        .collect();
+    let v = vocab.len();
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        let maps: Vec<&MapValue> = match inputs.first().copied().flatten() {
+            Some(Value::Map(m)) => vec![m],
+            Some(Value::Sequence { items, .. }) => items
+                .iter()
+                .map(|i| match i {
+                    Value::Map(m) => Ok(m),
+                    other => Err(op_err!("expected a map but got {}", other.kind())),
+                })
+                .collect::<OpResult<_>>()?,
+            Some(other) => return Err(op_err!("input should be a map but is {}", other.kind())),
+            None => return Err(op_err!("required input 0 is missing")),
+        };
+        let total = maps
+            .len()
+            .checked_mul(v)
+            .ok_or_else(|| op_err!("output is too large"))?;
+        ctx.check_alloc(total, 8)?;
+        let mut dtype = None;
+        let mut picks: Vec<(usize, Tensor, Vec<usize>)> = Vec::with_capacity(maps.len());
+        for (r, m) in maps.iter().enumerate() {
+            let vals = m
+                .values
+                .as_tensor()
+                .ok_or_else(|| op_err!("map values should be a tensor"))?;
+            let keys = keys_of(&m.keys)?;
+            if keys.len() != vals.len() {
+                return Err(op_err!(
+                    "map has {} keys but {} values",
+                    keys.len(),
+                    vals.len()
+                ));
+            }
+            if *dtype.get_or_insert(vals.dtype()) != vals.dtype() {
+                return Err(op_err!("maps hold values of different types"));
+            }
+            // for each output column: the position of its key in this map
+            let mut col_src = vec![usize::MAX; v];
+            for (i, k) in keys.iter().enumerate() {
+                if let Some(&col) = index.get(k) {
+                    col_src[col] = i;
+                }
+            }
+            picks.push((r, vals.clone(), col_src));
+        }
+        let dtype = dtype.unwrap_or(DType::Float);
+        let zero = Tensor::zeros(dtype, vec![1])?;
+        let mut parts: Vec<Data> = Vec::with_capacity(picks.len());
+        for (_, vals, col_src) in &picks {
+            // the map's values followed by a zero, picked by column
+            let table = append_data(vals.data(), zero.data())?;
+            let z = vals.len();
+            let table = Tensor::new(dtype, vec![z + 1], table)?;
+            let row = table.gather_flat(
+                vec![v],
+                col_src.iter().map(|&i| if i == usize::MAX { z } else { i }),
+            )?;
+            parts.push(row.into_data());
+        }
+        let mut data = Tensor::zeros(dtype, vec![0])?.into_data();
+        for p in &parts {
+            data = append_data(&data, p)?;
+        }
+        one(Tensor::new(dtype, vec![maps.len(), v], data)?)
+    }))
+}
+
+// ------------------------------------------------------- FeatureVectorizer
+
+fn build_feature_vectorizer(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let dims = ints_attr(ctx, "inputdimensions")?
+        .into_iter()
+        .map(|d| usize::try_from(d).map_err(|_| op_err!("inputdimensions holds negative {d}")))
+        .collect::<OpResult<Vec<usize>>>()?;
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        if inputs.len() != dims.len() {
+            return Err(op_err!(
+                "{} inputs but inputdimensions has {} entries",
+                inputs.len(),
+                dims.len()
+            ));
+        }
+        let width: usize = dims.iter().sum();
+        let mut n = None;
+        let mut cols = Vec::with_capacity(inputs.len());
+        for i in 0..inputs.len() {
+            let t = tensor_in(inputs, i)?;
+            let (r, c) = rows_cols(t);
+            if *n.get_or_insert(r) != r {
+                return Err(op_err!("input {i} has {r} rows but input 0 has {n:?}"));
+            }
+            cols.push((c, numeric_f64(t)?));
+        }
+        let n = n.unwrap_or(1);
+        let total = n
+            .checked_mul(width)
+            .ok_or_else(|| op_err!("output is too large"))?;
+        ctx.check_alloc(total, 4)?;
+        let mut out = Vec::with_capacity(total);
+        for r in 0..n {
+            for ((c, v), &d) in cols.iter().zip(&dims) {
+                for j in 0..d {
+                    out.push(if j < *c { v[r * c + j] } else { 0.0 });
+                }
+            }
+        }
+        one(f32_tensor(vec![n, width], &out)?)
+    }))
+}
+
+// ------------------------------------------------------------ tree ensembles
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Cmp {
+    Leq,
+    Lt,
+    Gte,
+    Gt,
+    Eq,
+    Neq,
+    Member,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Next {
+    Node(usize),
+    Leaf(usize),
+}
+
+#[derive(Clone, Debug)]
+struct Branch {
+    feature: usize,
+    cmp: Cmp,
+    value: f64,
+    set: Vec<f64>,
+    missing_true: bool,
+    t: Next,
+    f: Next,
+}
+
+impl Branch {
+    fn goes_true(&self, x: f64) -> bool {
+        if x.is_nan() && self.missing_true {
+            return true;
+        }
+        match self.cmp {
+            Cmp::Leq => x <= self.value,
+            Cmp::Lt => x < self.value,
+            Cmp::Gte => x >= self.value,
+            Cmp::Gt => x > self.value,
+            Cmp::Eq => x == self.value,
+            Cmp::Neq => x != self.value,
+            Cmp::Member => self.set.contains(&x),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Agg {
+    Sum,
+    Average,
+    Min,
+    Max,
+}
+
+/// Trees made of branches and leaves; each leaf adds weights to targets.
+#[derive(Debug)]
+struct Forest {
+    branches: Vec<Branch>,
+    roots: Vec<Next>,
+    leaves: Vec<Vec<(usize, f64)>>,
+    n_targets: usize,
+    agg: Agg,
+    base: Vec<f64>,
+    /// The smallest row width the branches can read.
+    min_cols: usize,
+}
+
+impl Forest {
+    fn finish(mut self) -> OpResult<Forest> {
+        for b in &self.branches {
+            for nx in [b.t, b.f] {
+                let ok = match nx {
+                    Next::Node(i) => i < self.branches.len(),
+                    Next::Leaf(i) => i < self.leaves.len(),
+                };
+                if !ok {
+                    return Err(op_err!("a tree refers to a node that does not exist"));
+                }
+            }
+        }
+        for &r in &self.roots {
+            if let Next::Node(i) = r {
+                if i >= self.branches.len() {
+                    return Err(op_err!("a tree root does not exist"));
+                }
+            }
+        }
+        for l in &self.leaves {
+            for &(t, _) in l {
+                if t >= self.n_targets {
+                    return Err(op_err!(
+                        "target id {t} is out of range for {} targets",
+                        self.n_targets
+                    ));
+                }
+            }
+        }
+        if !self.base.is_empty() && self.base.len() != self.n_targets {
+            return Err(op_err!(
+                "{} base values for {} targets",
+                self.base.len(),
+                self.n_targets
+            ));
+        }
+        self.min_cols = self
+            .branches
+            .iter()
+            .map(|b| b.feature + 1)
+            .max()
+            .unwrap_or(0);
+        Ok(self)
+    }
+
+    fn leaf(&self, root: Next, x: &[f64]) -> OpResult<usize> {
+        let mut cur = root;
+        for _ in 0..=self.branches.len() {
+            match cur {
+                Next::Leaf(l) => return Ok(l),
+                Next::Node(i) => {
+                    let b = self
+                        .branches
+                        .get(i)
+                        .ok_or_else(|| op_err!("node {i} does not exist"))?;
+                    let v = x.get(b.feature).copied().unwrap_or(f64::NAN);
+                    cur = if b.goes_true(v) { b.t } else { b.f };
+                }
+            }
+        }
+        Err(op_err!("a tree has a cycle"))
+    }
+
+    /// Raw aggregated scores [N, n_targets] (base values added).
+    fn scores(&self, ctx: &RunCtx, x: &Tensor) -> OpResult<(usize, Vec<f64>)> {
+        let (n, c) = rows_cols(x);
+        if c < self.min_cols {
+            return Err(op_err!(
+                "input has {c} features but the trees read feature {}",
+                self.min_cols - 1
+            ));
+        }
+        let total = n
+            .checked_mul(self.n_targets)
+            .ok_or_else(|| op_err!("output is too large"))?;
+        ctx.check_alloc(total, 8)?;
+        let v = numeric_f64(x)?;
+        let mut out = vec![0.0; total];
+        let mut seen = vec![false; self.n_targets];
+        for r in 0..n {
+            let row = &v[r * c..(r + 1) * c];
+            let acc = &mut out[r * self.n_targets..(r + 1) * self.n_targets];
+            seen.iter_mut().for_each(|s| *s = false);
+            for &root in &self.roots {
+                let l = self.leaf(root, row)?;
+                for &(t, w) in &self.leaves[l] {
+                    let a = &mut acc[t];
+                    match self.agg {
+                        Agg::Sum | Agg::Average => *a += w,
+                        Agg::Min => *a = if seen[t] { a.min(w) } else { w },
+                        Agg::Max => *a = if seen[t] { a.max(w) } else { w },
+                    }
+                    seen[t] = true;
+                }
+            }
+            if self.agg == Agg::Average && !self.roots.is_empty() {
+                let k = self.roots.len() as f64;
+                acc.iter_mut().for_each(|a| *a /= k);
+            }
+            for (a, b) in acc.iter_mut().zip(&self.base) {
+                *a += b;
+            }
+        }
+        Ok((n, out))
+    }
+}
+
+fn parse_agg(s: &str) -> OpResult<Agg> {
+    Ok(match s {
+        "SUM" => Agg::Sum,
+        "AVERAGE" => Agg::Average,
+        "MIN" => Agg::Min,
+        "MAX" => Agg::Max,
+        other => return Err(op_err!("unknown aggregate_function '{other}'")),
+    })
+}
+
+fn to_usize(v: i64, what: &str) -> OpResult<usize> {
+    usize::try_from(v).map_err(|_| op_err!("{what} {v} is negative"))
+}
+
+/// Reads the node arrays of TreeEnsembleRegressor/Classifier, with leaf
+/// weights given as (tree id, node id, target id, weight) lists.
+fn legacy_forest(ctx: &BuildCtx, prefix: &str, n_targets: usize, agg: Agg) -> OpResult<Forest> {
+    let tree_ids = ints_attr(ctx, "nodes_treeids")?;
+    let node_ids = ints_attr(ctx, "nodes_nodeids")?;
+    let features = ints_attr(ctx, "nodes_featureids")?;
+    let modes = strings_attr(ctx, "nodes_modes")?;
+    let values = floats_or_tensor(ctx, "nodes_values")?;
+    let trues = ints_attr(ctx, "nodes_truenodeids")?;
+    let falses = ints_attr(ctx, "nodes_falsenodeids")?;
+    let missing = ints_attr(ctx, "nodes_missing_value_tracks_true")?;
+    let n = tree_ids.len();
+    for (name, len) in [
+        ("nodes_nodeids", node_ids.len()),
+        ("nodes_featureids", features.len()),
+        ("nodes_modes", modes.len()),
+        ("nodes_truenodeids", trues.len()),
+        ("nodes_falsenodeids", falses.len()),
+    ] {
+        if len != n {
+            return Err(op_err!(
+                "{name} has {len} entries but nodes_treeids has {n}"
+            ));
+        }
+    }
+    // node position by (tree, node id); which are leaves; their numbering
+    let mut pos: HashMap<(i64, i64), usize> = HashMap::with_capacity(n);
+    let mut slot = Vec::with_capacity(n);
+    let (mut nb, mut nl) = (0, 0);
+    for i in 0..n {
+        pos.insert((tree_ids[i], node_ids[i]), i);
+        if modes[i] == "LEAF" {
+            slot.push(Next::Leaf(nl));
+            nl += 1;
+        } else {
+            slot.push(Next::Node(nb));
+            nb += 1;
+        }
+    }
+    let child = |tree: i64, id: i64| -> OpResult<Next> {
+        pos.get(&(tree, id))
+            .map(|&p| slot[p])
+            .ok_or_else(|| op_err!("tree {tree} has no node {id}"))
+    };
+    let mut branches = Vec::with_capacity(nb);
+    for i in 0..n {
+        let cmp = match modes[i].as_str() {
+            "LEAF" => continue,
+            "BRANCH_LEQ" => Cmp::Leq,
+            "BRANCH_LT" => Cmp::Lt,
+            "BRANCH_GTE" => Cmp::Gte,
+            "BRANCH_GT" => Cmp::Gt,
+            "BRANCH_EQ" => Cmp::Eq,
+            "BRANCH_NEQ" => Cmp::Neq,
+            other => return Err(op_err!("unknown node mode '{other}'")),
+        };
+        branches.push(Branch {
+            feature: to_usize(features[i], "feature id")?,
+            cmp,
+            value: values.get(i).copied().unwrap_or(0.0),
+            set: vec![],
+            missing_true: missing.get(i).copied().unwrap_or(0) != 0,
+            t: child(tree_ids[i], trues[i])?,
+            f: child(tree_ids[i], falses[i])?,
+        });
+    }
+    // the first node of each tree is its root; trees in id order
+    let mut roots: Vec<(i64, Next)> = Vec::new();
+    for i in 0..n {
+        if !roots.iter().any(|(t, _)| *t == tree_ids[i]) {
+            roots.push((tree_ids[i], slot[i]));
+        }
+    }
+    roots.sort_by_key(|(t, _)| *t);
+    let w_trees = ints_attr(ctx, &format!("{prefix}_treeids"))?;
+    let w_nodes = ints_attr(ctx, &format!("{prefix}_nodeids"))?;
+    let w_ids = ints_attr(ctx, &format!("{prefix}_ids"))?;
+    let w = floats_or_tensor(ctx, &format!("{prefix}_weights"))?;
+    if [w_nodes.len(), w_ids.len(), w.len()]
+        .iter()
+        .any(|&l| l != w_trees.len())
+    {
+        return Err(op_err!("the {prefix}_* attributes have different lengths"));
+    }
+    let mut leaves = vec![Vec::new(); nl];
+    for i in 0..w_trees.len() {
+        match child(w_trees[i], w_nodes[i])? {
+            Next::Leaf(l) => leaves[l].push((to_usize(w_ids[i], "target id")?, w[i])),
+            Next::Node(_) => {
+                return Err(op_err!(
+                    "weight for tree {} node {} which is not a leaf",
+                    w_trees[i],
+                    w_nodes[i]
+                ))
+            }
+        }
+    }
+    Forest {
+        branches,
+        roots: roots.into_iter().map(|(_, r)| r).collect(),
+        leaves,
+        n_targets,
+        agg,
+        base: floats_or_tensor(ctx, "base_values")?,
+        min_cols: 0,
+    }
+    .finish()
+}
+
+fn build_tree_regressor(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let n_targets = to_usize(ctx.node.attr_int("n_targets")?.unwrap_or(1), "n_targets")?;
+    let agg = parse_agg(&string_attr(ctx, "aggregate_function", "SUM")?)?;
+    let forest = legacy_forest(ctx, "target", n_targets, agg)?;
+    let post = Post::from_attr(ctx)?;
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        let (n, mut s) = forest.scores(ctx, tensor_in(inputs, 0)?)?;
+        for row in s.chunks_mut(n_targets.max(1)) {
+            post.apply(row);
+        }
+        one(f32_tensor(vec![n, n_targets], &s)?)
+    }))
+}
+
+fn build_tree_classifier(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let labels = Labels::from_attrs(ctx, "classlabels_int64s", "classlabels_strings")?;
+    let n_classes = labels.len();
+    if n_classes == 0 {
+        return Err(op_err!("class labels are required"));
+    }
+    let forest = legacy_forest(ctx, "class", n_classes, Agg::Sum)?;
+    let class_ids = ints_attr(ctx, "class_ids")?;
+    // all weights for one class: a binary classifier scoring that class
+    let binary = !class_ids.is_empty() && class_ids.iter().all(|&c| c == class_ids[0]);
+    let post = Post::from_attr(ctx)?;
+    let width = if binary { n_classes.max(2) } else { n_classes };
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        let (n, s) = forest.scores(ctx, tensor_in(inputs, 0)?)?;
+        let mut scores = Vec::with_capacity(n * width);
+        let mut idx = Vec::with_capacity(n);
+        for raw in s.chunks(n_classes) {
+            let mut row = vec![0.0; width];
+            row[..n_classes].copy_from_slice(raw);
+            if binary {
+                row[1] = raw[0];
+                row[0] = if matches!(post, Post::None | Post::Probit) {
+                    1.0 - raw[0]
+                } else {
+                    -raw[0]
+                };
+            }
+            post.apply(&mut row);
+            let best = argmax(&row);
+            idx.push(best);
+            scores.extend_from_slice(&row);
+        }
+        let label = match &labels {
+            // a single label 1: index 1 means class 1, else 0
+            Labels::Ints(v) if v.len() == 1 => Tensor::from_vec(
+                vec![n],
+                idx.iter().map(|&i| if i == 1 { v[0] } else { 0 }).collect(),
+            )?,
+            _ => labels.pick(&idx)?,
+        };
+        Ok(vec![
+            Value::Tensor(label),
+            Value::Tensor(f32_tensor(vec![n, width], &scores)?),
+        ])
+    }))
+}
+
+/// TreeEnsemble (opset 5): nodes and leaves in separate arrays.
+fn build_tree_ensemble(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let node = ctx.node;
+    let req_ints = |name: &str| -> OpResult<Vec<i64>> {
+        node.attr_ints(name)?
+            .ok_or_else(|| op_err!("missing required attribute '{name}'"))
+    };
+    let req_tensor = |name: &str| -> OpResult<Vec<f64>> {
+        Ok(node
+            .attr_tensor(name)?
+            .ok_or_else(|| op_err!("missing required attribute '{name}'"))?
+            .to_f64_vec()?)
+    };
+    let features = req_ints("nodes_featureids")?;
+    let trues = req_ints("nodes_truenodeids")?;
+    let falses = req_ints("nodes_falsenodeids")?;
+    let true_leaf = req_ints("nodes_trueleafs")?;
+    let false_leaf = req_ints("nodes_falseleafs")?;
+    let splits = req_tensor("nodes_splits")?;
+    let modes = match node.attr_tensor("nodes_modes")? {
+        Some(t) => t.to_i64_vec()?,
+        None => return Err(op_err!("missing required attribute 'nodes_modes'")),
+    };
+    let targets = req_ints("leaf_targetids")?;
+    let weights = req_tensor("leaf_weights")?;
+    let roots = req_ints("tree_roots")?;
+    let missing = match node.attr_tensor("nodes_missing_value_tracks_true")? {
+        Some(t) => t.to_i64_vec()?,
+        None => ints_attr(ctx, "nodes_missing_value_tracks_true")?,
+    };
+    let members = match node.attr_tensor("membership_values")? {
+        Some(t) => t.to_f64_vec()?,
+        None => vec![],
+    };
+    let n_targets = to_usize(node.attr_int("n_targets")?.unwrap_or(1), "n_targets")?;
+    let agg = match node.attr_int("aggregate_function")?.unwrap_or(1) {
+        0 => Agg::Average,
+        1 => Agg::Sum,
+        2 => Agg::Min,
+        3 => Agg::Max,
+        other => return Err(op_err!("unknown aggregate_function {other}")),
+    };
+    let post = Post::from_code(node.attr_int("post_transform")?.unwrap_or(0))?;
+    let n = features.len();
+    for (name, len) in [
+        ("nodes_truenodeids", trues.len()),
+        ("nodes_falsenodeids", falses.len()),
+        ("nodes_trueleafs", true_leaf.len()),
+        ("nodes_falseleafs", false_leaf.len()),
+        ("nodes_splits", splits.len()),
+        ("nodes_modes", modes.len()),
+    ] {
+        if len != n {
+            return Err(op_err!(
+                "{name} has {len} entries but nodes_featureids has {n}"
+            ));
+        }
+    }
+    if targets.len() != weights.len() {
+        return Err(op_err!(
+            "leaf_targetids has {} entries but leaf_weights has {}",
+            targets.len(),
+            weights.len()
+        ));
+    }
+    let next = |id: i64, leaf: bool| -> OpResult<Next> {
+        let i = to_usize(id, "node id")?;
+        Ok(if leaf { Next::Leaf(i) } else { Next::Node(i) })
+    };
+    // membership sets are consecutive runs in membership_values ended by NaN
+    let mut sets = members.split(|v| v.is_nan());
+    let mut branches = Vec::with_capacity(n);
+    for i in 0..n {
+        let cmp = match modes[i] {
+            0 => Cmp::Leq,
+            1 => Cmp::Lt,
+            2 => Cmp::Gte,
+            3 => Cmp::Gt,
+            4 => Cmp::Eq,
+            5 => Cmp::Neq,
+            6 => Cmp::Member,
+            other => return Err(op_err!("unknown node mode {other}")),
+        };
+        let set = if cmp == Cmp::Member {
+            sets.next()
+                .ok_or_else(|| op_err!("membership_values has too few sets"))?
+                .to_vec()
+        } else {
+            vec![]
+        };
+        branches.push(Branch {
+            feature: to_usize(features[i], "feature id")?,
+            cmp,
+            value: splits[i],
+            set,
+            missing_true: missing.get(i).copied().unwrap_or(0) != 0,
+            t: next(trues[i], true_leaf[i] != 0)?,
+            f: next(falses[i], false_leaf[i] != 0)?,
+        });
+    }
+    let roots = roots
+        .iter()
+        .map(|&r| {
+            let i = to_usize(r, "tree root")?;
+            let b = branches
+                .get(i)
+                .ok_or_else(|| op_err!("tree root {i} does not exist"))?;
+            // a root whose both branches are the same leaf is that leaf
+            Ok(match (b.t, b.f) {
+                (Next::Leaf(a), Next::Leaf(c)) if a == c => Next::Leaf(a),
+                _ => Next::Node(i),
+            })
+        })
+        .collect::<OpResult<Vec<Next>>>()?;
+    let leaves = targets
+        .iter()
+        .zip(&weights)
+        .map(|(&t, &w)| Ok(vec![(to_usize(t, "target id")?, w)]))
+        .collect::<OpResult<Vec<_>>>()?;
+    let forest = Forest {
+        branches,
+        roots,
+        leaves,
+        n_targets,
+        agg,
+        base: vec![],
+        min_cols: 0,
+    }
+    .finish()?;
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        let (n, mut s) = forest.scores(ctx, x)?;
+        for row in s.chunks_mut(n_targets.max(1)) {
+            post.apply(row);
+        }
+        one(f64_as(x.dtype(), vec![n, n_targets], s)?)
+    }))
+}
+
+pub fn register(r: &mut Registry) {
+    r.add(ML, "ArrayFeatureExtractor", build_afe);
+    r.add(ML, "Binarizer", build_binarizer);
+    r.add(ML, "CategoryMapper", build_category_mapper);
+    r.add(ML, "DictVectorizer", build_dict_vectorizer);
+    r.add(ML, "FeatureVectorizer", build_feature_vectorizer);
+    r.add(ML, "Imputer", build_imputer);
+    r.add(ML, "LabelEncoder", build_label_encoder);
+    r.add(ML, "LinearClassifier", build_linear_classifier);
+    r.add(ML, "LinearRegressor", build_linear_regressor);
+    r.add(ML, "Normalizer", build_normalizer);
+    r.add(ML, "OneHotEncoder", build_one_hot_encoder);
+    r.add(ML, "Scaler", build_scaler);
+    r.add(ML, "TreeEnsemble", build_tree_ensemble);
+    r.add(ML, "TreeEnsembleClassifier", build_tree_classifier);
+    r.add(ML, "TreeEnsembleRegressor", build_tree_regressor);
+    r.add(ML, "ZipMap", build_zipmap);
+}
