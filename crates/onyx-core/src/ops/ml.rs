@@ -1267,6 +1267,7 @@ fn build_tree_classifier(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     let class_ids = ints_attr(ctx, "class_ids")?;
     // all weights for one class: a binary classifier scoring that class
     let binary = !class_ids.is_empty() && class_ids.iter().all(|&c| c == class_ids[0]);
+    let bin_col = class_ids.first().map_or(0, |&c| c as usize);
     let post = Post::from_attr(ctx)?;
     let width = if binary { n_classes.max(2) } else { n_classes };
     Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
@@ -1277,11 +1278,12 @@ fn build_tree_classifier(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
             let mut row = vec![0.0; width];
             row[..n_classes].copy_from_slice(raw);
             if binary {
-                row[1] = raw[0];
+                let v = raw.get(bin_col).copied().unwrap_or(0.0);
+                row[1] = v;
                 row[0] = if matches!(post, Post::None | Post::Probit) {
-                    1.0 - raw[0]
+                    1.0 - v
                 } else {
-                    -raw[0]
+                    -v
                 };
             }
             post.apply(&mut row);
@@ -1460,4 +1462,445 @@ pub fn register(r: &mut Registry) {
     r.add(ML, "TreeEnsembleClassifier", build_tree_classifier);
     r.add(ML, "TreeEnsembleRegressor", build_tree_regressor);
     r.add(ML, "ZipMap", build_zipmap);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::ir::{Attr, Graph, Model, Node, ValueInfo};
+    use crate::{Session, SessionOptions};
+
+    /// Runs one ai.onnx.ml node of `opset` on `inputs`.
+    fn run_op(
+        op: &str,
+        opset: i64,
+        attrs: Vec<(&str, Attr)>,
+        inputs: Vec<Value>,
+        n_out: usize,
+    ) -> crate::Result<Vec<Value>> {
+        let in_names: Vec<String> = (0..inputs.len()).map(|i| format!("x{i}")).collect();
+        let out_names: Vec<String> = (0..n_out).map(|i| format!("y{i}")).collect();
+        let info = |n: &String| ValueInfo {
+            name: n.clone(),
+            ty: None,
+        };
+        let node = Node {
+            name: "n".into(),
+            op_type: op.into(),
+            domain: ML.into(),
+            inputs: in_names.clone(),
+            outputs: out_names.clone(),
+            attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+        let mut opsets = BTreeMap::new();
+        opsets.insert(String::new(), 21);
+        opsets.insert(ML.to_string(), opset);
+        let model = Model {
+            ir_version: 10,
+            opsets,
+            graph: Graph {
+                nodes: vec![node],
+                inputs: in_names.iter().map(info).collect(),
+                outputs: out_names.iter().map(info).collect(),
+                ..Graph::default()
+            },
+            ..Model::default()
+        };
+        let s = Session::from_model(model, SessionOptions::default())?;
+        s.run(in_names.into_iter().zip(inputs).collect())
+    }
+
+    fn tf(shape: &[usize], v: &[f32]) -> Value {
+        Value::Tensor(Tensor::from_vec(shape.to_vec(), v.to_vec()).unwrap())
+    }
+
+    fn ti(shape: &[usize], v: &[i64]) -> Value {
+        Value::Tensor(Tensor::from_vec(shape.to_vec(), v.to_vec()).unwrap())
+    }
+
+    fn ts(v: &[&str]) -> Value {
+        Value::Tensor(
+            Tensor::from_vec(vec![v.len()], v.iter().map(|s| s.to_string()).collect()).unwrap(),
+        )
+    }
+
+    fn floats(v: &[f32]) -> Attr {
+        Attr::Floats(v.to_vec())
+    }
+
+    fn ints(v: &[i64]) -> Attr {
+        Attr::Ints(v.to_vec())
+    }
+
+    fn strs(v: &[&str]) -> Attr {
+        Attr::Strings(v.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn f32s(v: &Value) -> Vec<f32> {
+        v.as_tensor().unwrap().as_slice::<f32>().unwrap().to_vec()
+    }
+
+    fn i64s(v: &Value) -> Vec<i64> {
+        v.as_tensor().unwrap().to_i64_vec().unwrap()
+    }
+
+    fn strings(v: &Value) -> Vec<String> {
+        v.as_tensor()
+            .unwrap()
+            .as_slice::<String>()
+            .unwrap()
+            .to_vec()
+    }
+
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn label_encoder_all_forms() {
+        // opset 2: strings -> int64 with a default
+        let a = vec![
+            ("keys_strings", strs(&["a", "b"])),
+            ("values_int64s", ints(&[7, 8])),
+            ("default_int64", Attr::Int(-5)),
+        ];
+        let y = run_op("LabelEncoder", 2, a, vec![ts(&["b", "z", "a"])], 1).unwrap();
+        assert_eq!(i64s(&y[0]), vec![8, -5, 7]);
+        // float keys match NaN; the default default is "_Unused"
+        let a = vec![
+            ("keys_floats", floats(&[f32::NAN, 1.5])),
+            ("values_strings", strs(&["nan", "x"])),
+        ];
+        let y = run_op(
+            "LabelEncoder",
+            2,
+            a,
+            vec![tf(&[3], &[1.5, f32::NAN, 2.0])],
+            1,
+        )
+        .unwrap();
+        assert_eq!(strings(&y[0]), vec!["x", "nan", "_Unused"]);
+        // opset 4 tensors: int64 keys -> double values
+        let a = vec![
+            (
+                "keys_tensor",
+                Attr::Tensor(Tensor::from_vec(vec![2], vec![1i64, 2]).unwrap()),
+            ),
+            (
+                "values_tensor",
+                Attr::Tensor(Tensor::from_vec(vec![2], vec![0.5f64, 0.25]).unwrap()),
+            ),
+        ];
+        let y = run_op("LabelEncoder", 4, a, vec![ti(&[3], &[2, 3, 1])], 1).unwrap();
+        let t = y[0].as_tensor().unwrap();
+        assert_eq!(t.as_slice::<f64>().unwrap(), &[0.25, -0.0, 0.5]);
+        // opset 1: classes_strings both ways
+        let a = vec![("classes_strings", strs(&["p", "q"]))];
+        let y = run_op("LabelEncoder", 1, a.clone(), vec![ts(&["q", "r"])], 1).unwrap();
+        assert_eq!(i64s(&y[0]), vec![1, -1]);
+        let y = run_op("LabelEncoder", 1, a, vec![ti(&[2], &[0, 4])], 1).unwrap();
+        assert_eq!(strings(&y[0]), vec!["p", "_Unused"]);
+    }
+
+    #[test]
+    fn preprocessing() {
+        let x = tf(&[2, 3], &[1., 2., 3., 4., 5., 6.]);
+        let y = run_op(
+            "ArrayFeatureExtractor",
+            1,
+            vec![],
+            vec![x.clone(), ti(&[2], &[2, 0])],
+            1,
+        )
+        .unwrap();
+        assert_eq!(y[0].as_tensor().unwrap().shape(), &[2, 2]);
+        assert_eq!(f32s(&y[0]), vec![3., 1., 6., 4.]);
+        let bad = run_op(
+            "ArrayFeatureExtractor",
+            1,
+            vec![],
+            vec![x.clone(), ti(&[1], &[3])],
+            1,
+        );
+        assert!(bad.unwrap_err().to_string().contains("out of range"));
+
+        let y = run_op(
+            "Binarizer",
+            1,
+            vec![("threshold", Attr::Float(2.5))],
+            vec![x.clone()],
+            1,
+        )
+        .unwrap();
+        assert_eq!(f32s(&y[0]), vec![0., 0., 1., 1., 1., 1.]);
+
+        let a = vec![("offset", floats(&[1., 2., 3.])), ("scale", floats(&[2.]))];
+        let y = run_op("Scaler", 1, a, vec![x.clone()], 1).unwrap();
+        assert_eq!(f32s(&y[0]), vec![0., 0., 0., 6., 6., 6.]);
+
+        let y = run_op(
+            "Normalizer",
+            1,
+            vec![("norm", Attr::String("L1".into()))],
+            vec![x],
+            1,
+        )
+        .unwrap();
+        close(
+            &f32s(&y[0]),
+            &[1. / 6., 2. / 6., 0.5, 4. / 15., 5. / 15., 6. / 15.],
+        );
+        let y = run_op(
+            "Normalizer",
+            1,
+            vec![("norm", Attr::String("L2".into()))],
+            vec![tf(&[2], &[3., 4.])],
+            1,
+        )
+        .unwrap();
+        close(&f32s(&y[0]), &[0.6, 0.8]);
+
+        let a = vec![
+            ("imputed_value_floats", floats(&[10., 20.])),
+            ("replaced_value_float", Attr::Float(f32::NAN)),
+        ];
+        let y = run_op(
+            "Imputer",
+            1,
+            a,
+            vec![tf(&[2, 2], &[f32::NAN, 1., 2., f32::NAN])],
+            1,
+        )
+        .unwrap();
+        assert_eq!(f32s(&y[0]), vec![10., 1., 2., 20.]);
+        let a = vec![
+            ("imputed_value_int64s", ints(&[9])),
+            ("replaced_value_int64", Attr::Int(-1)),
+        ];
+        let y = run_op("Imputer", 1, a, vec![ti(&[1, 3], &[-1, 5, -1])], 1).unwrap();
+        assert_eq!(i64s(&y[0]), vec![9, 5, 9]);
+    }
+
+    #[test]
+    fn linear_models() {
+        let x = tf(&[2, 2], &[1., 2., 3., 4.]);
+        let a = vec![
+            ("coefficients", floats(&[1., 1., 1., -1.])),
+            ("intercepts", floats(&[0.5, 0.])),
+            ("targets", Attr::Int(2)),
+        ];
+        let y = run_op("LinearRegressor", 1, a, vec![x.clone()], 1).unwrap();
+        assert_eq!(f32s(&y[0]), vec![3.5, -1., 7.5, -1.]);
+
+        // one coefficient row, two classes: scores [-s, s]
+        let a = vec![
+            ("coefficients", floats(&[1., -1.])),
+            ("intercepts", floats(&[0.5])),
+            ("classlabels_strings", strs(&["neg", "pos"])),
+        ];
+        let y = run_op(
+            "LinearClassifier",
+            1,
+            a,
+            vec![tf(&[2, 2], &[3., 1., 0., 2.])],
+            2,
+        )
+        .unwrap();
+        assert_eq!(strings(&y[0]), vec!["pos", "neg"]);
+        assert_eq!(f32s(&y[1]), vec![-2.5, 2.5, 1.5, -1.5]);
+
+        // three classes with softmax
+        let a = vec![
+            ("coefficients", floats(&[1., 0., 0., 1., 0., 0.])),
+            ("classlabels_ints", ints(&[10, 20, 30])),
+            ("post_transform", Attr::String("SOFTMAX".into())),
+        ];
+        let y = run_op("LinearClassifier", 1, a, vec![x], 2).unwrap();
+        assert_eq!(i64s(&y[0]), vec![20, 20]);
+        let e = [1f32.exp(), 2f32.exp(), 1.];
+        let s: f32 = e.iter().sum();
+        close(&f32s(&y[1])[..3], &[e[0] / s, e[1] / s, e[2] / s]);
+    }
+
+    #[test]
+    fn encoders() {
+        let a = vec![("cats_strings", strs(&["a", "b", "c"]))];
+        let y = run_op("OneHotEncoder", 1, a.clone(), vec![ts(&["c", "x"])], 1).unwrap();
+        assert_eq!(y[0].as_tensor().unwrap().shape(), &[2, 3]);
+        assert_eq!(f32s(&y[0]), vec![0., 0., 1., 0., 0., 0.]);
+        let mut strict = a;
+        strict.push(("zeros", Attr::Int(0)));
+        assert!(run_op("OneHotEncoder", 1, strict, vec![ts(&["x"])], 1).is_err());
+        let a = vec![("cats_int64s", ints(&[4, 2]))];
+        let y = run_op("OneHotEncoder", 1, a, vec![tf(&[2], &[2., 4.])], 1).unwrap();
+        assert_eq!(f32s(&y[0]), vec![0., 1., 1., 0.]);
+
+        let a = vec![
+            ("cats_strings", strs(&["x", "y"])),
+            ("cats_int64s", ints(&[5, 6])),
+            ("default_string", Attr::String("?".into())),
+        ];
+        let y = run_op("CategoryMapper", 1, a.clone(), vec![ts(&["y", "q"])], 1).unwrap();
+        assert_eq!(i64s(&y[0]), vec![6, -1]);
+        let y = run_op("CategoryMapper", 1, a, vec![ti(&[2], &[5, 7])], 1).unwrap();
+        assert_eq!(strings(&y[0]), vec!["x", "?"]);
+    }
+
+    #[test]
+    fn maps_and_vectors() {
+        let a = vec![("classlabels_strings", strs(&["a", "b"]))];
+        let y = run_op("ZipMap", 1, a, vec![tf(&[2, 2], &[0.25, 0.75, 1., 0.])], 1).unwrap();
+        let Value::Sequence { items, .. } = &y[0] else {
+            panic!("not a sequence")
+        };
+        assert_eq!(items.len(), 2);
+        let Value::Map(m) = &items[1] else {
+            panic!("not a map")
+        };
+        assert_eq!(m.keys.as_slice::<String>().unwrap(), &["a", "b"]);
+        assert_eq!(f32s(&m.values), vec![1., 0.]);
+
+        let map = Value::Map(MapValue {
+            keys: Tensor::from_vec(vec![2], vec!["c".to_string(), "a".to_string()]).unwrap(),
+            values: Box::new(ti(&[2], &[3, 1])),
+        });
+        let a = vec![("string_vocabulary", strs(&["a", "b", "c"]))];
+        let y = run_op("DictVectorizer", 1, a, vec![map], 1).unwrap();
+        assert_eq!(y[0].as_tensor().unwrap().shape(), &[1, 3]);
+        assert_eq!(i64s(&y[0]), vec![1, 0, 3]);
+
+        let a = vec![("inputdimensions", ints(&[1, 3]))];
+        let ins = vec![ti(&[2, 1], &[1, 2]), tf(&[2, 2], &[3., 4., 5., 6.])];
+        let y = run_op("FeatureVectorizer", 1, a, ins, 1).unwrap();
+        assert_eq!(f32s(&y[0]), vec![1., 3., 4., 0., 2., 5., 6., 0.]);
+    }
+
+    /// One stump per tree: x[0] <= 1 goes to node 1, else node 2.
+    fn stump_attrs(trees: i64) -> Vec<(&'static str, Attr)> {
+        let mut t = vec![];
+        for i in 0..trees {
+            t.extend([i, i, i]);
+        }
+        let n = trees as usize;
+        vec![
+            ("nodes_treeids", ints(&t)),
+            ("nodes_nodeids", ints(&[0, 1, 2].repeat(n))),
+            ("nodes_featureids", ints(&[0, 0, 0].repeat(n))),
+            (
+                "nodes_modes",
+                strs(&["BRANCH_LEQ", "LEAF", "LEAF"].repeat(n)),
+            ),
+            ("nodes_values", floats(&[1., 0., 0.].repeat(n))),
+            ("nodes_truenodeids", ints(&[1, 0, 0].repeat(n))),
+            ("nodes_falsenodeids", ints(&[2, 0, 0].repeat(n))),
+            (
+                "nodes_missing_value_tracks_true",
+                ints(&[1, 0, 0].repeat(n)),
+            ),
+        ]
+    }
+
+    #[test]
+    fn tree_regressor_and_classifier() {
+        let mut a = stump_attrs(2);
+        a.extend([
+            ("target_treeids", ints(&[0, 0, 1, 1])),
+            ("target_nodeids", ints(&[1, 2, 1, 2])),
+            ("target_ids", ints(&[0, 0, 0, 0])),
+            ("target_weights", floats(&[1., 2., 10., 20.])),
+            ("base_values", floats(&[100.])),
+            ("aggregate_function", Attr::String("AVERAGE".into())),
+        ]);
+        let y = run_op(
+            "TreeEnsembleRegressor",
+            3,
+            a,
+            vec![tf(&[3, 1], &[0., 5., f32::NAN])],
+            1,
+        )
+        .unwrap();
+        // averages: (1+10)/2, (2+20)/2, NaN tracks true
+        assert_eq!(f32s(&y[0]), vec![105.5, 111., 105.5]);
+
+        let mut a = stump_attrs(1);
+        a.extend([
+            ("class_treeids", ints(&[0, 0, 0, 0])),
+            ("class_nodeids", ints(&[1, 1, 2, 2])),
+            ("class_ids", ints(&[0, 1, 0, 1])),
+            ("class_weights", floats(&[0.8, 0.2, 0.3, 0.7])),
+            ("classlabels_strings", strs(&["no", "yes"])),
+        ]);
+        let y = run_op(
+            "TreeEnsembleClassifier",
+            3,
+            a,
+            vec![tf(&[2, 1], &[0., 2.])],
+            2,
+        )
+        .unwrap();
+        assert_eq!(strings(&y[0]), vec!["no", "yes"]);
+        close(&f32s(&y[1]), &[0.8, 0.2, 0.3, 0.7]);
+
+        // binary: weights for one class only; class 0 gets 1 - score
+        let mut a = stump_attrs(1);
+        a.extend([
+            ("class_treeids", ints(&[0, 0])),
+            ("class_nodeids", ints(&[1, 2])),
+            ("class_ids", ints(&[1, 1])),
+            ("class_weights", floats(&[0.25, 0.75])),
+            ("classlabels_int64s", ints(&[0, 1])),
+        ]);
+        let y = run_op(
+            "TreeEnsembleClassifier",
+            1,
+            a,
+            vec![tf(&[2, 1], &[0., 2.])],
+            2,
+        )
+        .unwrap();
+        assert_eq!(i64s(&y[0]), vec![0, 1]);
+        close(&f32s(&y[1]), &[0.75, 0.25, 0.25, 0.75]);
+    }
+
+    #[test]
+    fn tree_ensemble_v5() {
+        // root: x[1] < 2 -> leaf 0 else node 1; node 1: x[0] in {1, 3} -> leaf 1 else leaf 2
+        let a = vec![
+            ("nodes_featureids", ints(&[1, 0])),
+            (
+                "nodes_modes",
+                Attr::Tensor(Tensor::from_vec(vec![2], vec![1u8, 6]).unwrap()),
+            ),
+            (
+                "nodes_splits",
+                Attr::Tensor(Tensor::from_vec(vec![2], vec![2f32, 0.]).unwrap()),
+            ),
+            ("nodes_truenodeids", ints(&[0, 1])),
+            ("nodes_trueleafs", ints(&[1, 1])),
+            ("nodes_falsenodeids", ints(&[1, 2])),
+            ("nodes_falseleafs", ints(&[0, 1])),
+            (
+                "membership_values",
+                Attr::Tensor(Tensor::from_vec(vec![3], vec![1f32, 3., f32::NAN]).unwrap()),
+            ),
+            ("leaf_targetids", ints(&[0, 1, 1])),
+            (
+                "leaf_weights",
+                Attr::Tensor(Tensor::from_vec(vec![3], vec![5f32, 6., 7.]).unwrap()),
+            ),
+            ("tree_roots", ints(&[0])),
+            ("n_targets", Attr::Int(2)),
+        ];
+        let x = tf(&[3, 2], &[0., 1., 3., 2., 2., 2.]);
+        let y = run_op("TreeEnsemble", 5, a.clone(), vec![x], 1).unwrap();
+        assert_eq!(f32s(&y[0]), vec![5., 0., 0., 6., 0., 7.]);
+        // a feature past the input's width is an error, not a panic
+        let err = run_op("TreeEnsemble", 5, a, vec![tf(&[1, 1], &[0.])], 1).unwrap_err();
+        assert!(err.to_string().contains("features"));
+    }
 }
