@@ -1445,6 +1445,405 @@ fn build_tree_ensemble(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     }))
 }
 
+// ------------------------------------------------------------------- SVMs
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum SvmKernel {
+    Linear,
+    Poly,
+    Rbf,
+    Sigmoid,
+}
+
+#[derive(Clone, Debug)]
+struct SvmCommon {
+    kernel: SvmKernel,
+    gamma: f64,
+    coef0: f64,
+    degree: i32,
+}
+
+impl SvmCommon {
+    fn from_attrs(ctx: &BuildCtx) -> OpResult<SvmCommon> {
+        let kernel = match string_attr(ctx, "kernel_type", "LINEAR")?.as_str() {
+            "LINEAR" => SvmKernel::Linear,
+            "POLY" => SvmKernel::Poly,
+            "RBF" => SvmKernel::Rbf,
+            "SIGMOID" => SvmKernel::Sigmoid,
+            other => return Err(op_err!("unknown kernel_type '{other}'")),
+        };
+        let p = floats_attr(ctx, "kernel_params")?;
+        Ok(SvmCommon {
+            kernel,
+            gamma: p.first().copied().unwrap_or(0.0),
+            coef0: p.get(1).copied().unwrap_or(0.0),
+            degree: p.get(2).copied().unwrap_or(0.0) as i32,
+        })
+    }
+
+    fn dot(&self, a: &[f64], b: &[f64], kernel: SvmKernel) -> f64 {
+        let dot = || a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        match kernel {
+            SvmKernel::Linear => dot(),
+            SvmKernel::Poly => (dot() * self.gamma + self.coef0).powi(self.degree),
+            SvmKernel::Sigmoid => (dot() * self.gamma + self.coef0).tanh(),
+            SvmKernel::Rbf => {
+                let d: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+                (-self.gamma * d).exp()
+            }
+        }
+    }
+}
+
+/// Checks `x` has `c` columns and returns (rows, values).
+fn svm_input(x: &Tensor, c: usize) -> OpResult<(usize, Vec<f64>)> {
+    let (n, cols) = rows_cols(x);
+    if cols != c {
+        return Err(op_err!(
+            "input has {cols} features but the model expects {c}"
+        ));
+    }
+    Ok((n, numeric_f64(x)?))
+}
+
+fn build_svm_regressor(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let svm = SvmCommon::from_attrs(ctx)?;
+    let coef = floats_attr(ctx, "coefficients")?;
+    let rho = floats_attr(ctx, "rho")?.first().copied().unwrap_or(0.0);
+    let n_sup = to_usize(ctx.node.attr_int("n_supports")?.unwrap_or(0), "n_supports")?;
+    let one_class = ctx.node.attr_int("one_class")?.unwrap_or(0) != 0;
+    let sv = floats_attr(ctx, "support_vectors")?;
+    let post = Post::from_attr(ctx)?;
+    let c = if n_sup > 0 {
+        if sv.len() % n_sup != 0 || coef.len() < n_sup {
+            return Err(op_err!(
+                "{} support vector values and {} coefficients do not fit {n_sup} supports",
+                sv.len(),
+                coef.len()
+            ));
+        }
+        sv.len() / n_sup
+    } else {
+        coef.len()
+    };
+    Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
+        let (n, v) = svm_input(tensor_in(inputs, 0)?, c)?;
+        let mut out = Vec::with_capacity(n);
+        for r in 0..n {
+            let x = &v[r * c..(r + 1) * c];
+            let mut s = if n_sup > 0 {
+                sv.chunks(c.max(1))
+                    .zip(&coef)
+                    .map(|(s, w)| w * svm.dot(x, s, svm.kernel))
+                    .sum::<f64>()
+            } else {
+                svm.dot(x, &coef, SvmKernel::Linear)
+            } + rho;
+            if one_class {
+                s = if s > 0.0 { 1.0 } else { -1.0 };
+            }
+            let mut row = [s];
+            post.apply(&mut row);
+            out.push(row[0]);
+        }
+        one(f32_tensor(vec![n, 1], &out)?)
+    }))
+}
+
+/// Pairwise coupling of class probabilities (libsvm's multiclass_probability).
+fn multiclass_probability(k: usize, r: &[f64]) -> Vec<f64> {
+    let at = |i: usize, j: usize| r[i * k + j];
+    let mut q = vec![0.0; k * k];
+    let mut p = vec![1.0 / k as f64; k];
+    let mut qp = vec![0.0; k];
+    for t in 0..k {
+        let mut d = 0.0;
+        for j in 0..k {
+            if j != t {
+                d += at(j, t) * at(j, t);
+            }
+        }
+        q[t * k + t] = d;
+        for j in 0..k {
+            if j != t {
+                q[t * k + j] = -at(j, t) * at(t, j);
+            }
+        }
+    }
+    let eps = 0.005 / k as f64;
+    for _ in 0..k.max(100) {
+        let mut pqp = 0.0;
+        for t in 0..k {
+            qp[t] = (0..k).map(|j| q[t * k + j] * p[j]).sum();
+            pqp += p[t] * qp[t];
+        }
+        let max_err = (0..k).map(|t| (qp[t] - pqp).abs()).fold(0.0, f64::max);
+        if max_err < eps {
+            break;
+        }
+        for t in 0..k {
+            let qtt = q[t * k + t];
+            if qtt == 0.0 {
+                continue;
+            }
+            let diff = (-qp[t] + pqp) / qtt;
+            p[t] += diff;
+            pqp = (pqp + diff * (diff * qtt + 2.0 * qp[t])) / ((1.0 + diff) * (1.0 + diff));
+            for j in 0..k {
+                qp[j] = (qp[j] + diff * q[t * k + j]) / (1.0 + diff);
+                p[j] /= 1.0 + diff;
+            }
+        }
+    }
+    p
+}
+
+struct SvmClassifier {
+    svm: SvmCommon,
+    labels: Labels,
+    classes: usize,
+    /// (first vector, count) per class; empty for a linear model
+    per_class: Vec<(usize, usize)>,
+    n_vectors: usize,
+    features: usize,
+    coef: Vec<f64>,
+    sv: Vec<f64>,
+    rho: Vec<f64>,
+    prob_a: Vec<f64>,
+    prob_b: Vec<f64>,
+    all_positive: bool,
+    post: Post,
+}
+
+impl SvmClassifier {
+    fn from_attrs(ctx: &BuildCtx) -> OpResult<SvmClassifier> {
+        let labels = Labels::from_attrs(ctx, "classlabels_ints", "classlabels_strings")?;
+        let classes = labels.len().max(1);
+        let coef = floats_attr(ctx, "coefficients")?;
+        let sv = floats_attr(ctx, "support_vectors")?;
+        let rho = floats_attr(ctx, "rho")?;
+        if rho.is_empty() {
+            return Err(op_err!("attribute 'rho' is required"));
+        }
+        let mut per_class = vec![];
+        let mut n_vectors = 0usize;
+        for v in ints_attr(ctx, "vectors_per_class")? {
+            let v = to_usize(v, "vectors_per_class")?;
+            per_class.push((n_vectors, v));
+            n_vectors = n_vectors
+                .checked_add(v)
+                .ok_or_else(|| op_err!("vectors_per_class is too large"))?;
+        }
+        let features = if n_vectors > 0 {
+            if per_class.len() != classes {
+                return Err(op_err!(
+                    "vectors_per_class has {} entries for {classes} classes",
+                    per_class.len()
+                ));
+            }
+            if sv.len() % n_vectors != 0
+                || coef.len() != n_vectors * (classes - 1)
+                || rho.len() < classes * (classes - 1) / 2
+            {
+                return Err(op_err!(
+                    "support vectors, coefficients or rho do not fit {n_vectors} vectors of {classes} classes"
+                ));
+            }
+            sv.len() / n_vectors
+        } else {
+            if coef.len() % classes != 0 {
+                return Err(op_err!(
+                    "{} coefficients do not fit {classes} classes",
+                    coef.len()
+                ));
+            }
+            coef.len() / classes
+        };
+        let prob_a = floats_attr(ctx, "prob_a")?;
+        let prob_b = floats_attr(ctx, "prob_b")?;
+        let pairs = classes * (classes - 1) / 2;
+        if !prob_a.is_empty() && n_vectors > 0 && (prob_a.len() < pairs || prob_b.len() < pairs) {
+            return Err(op_err!("prob_a and prob_b need {pairs} values"));
+        }
+        Ok(SvmClassifier {
+            svm: SvmCommon::from_attrs(ctx)?,
+            all_positive: coef.iter().all(|&c| c >= 0.0),
+            labels,
+            classes,
+            per_class,
+            n_vectors,
+            features,
+            coef,
+            sv,
+            rho,
+            prob_a,
+            prob_b,
+            post: Post::from_attr(ctx)?,
+        })
+    }
+
+    /// (votes, raw scores) for one row.
+    fn raw(&self, x: &[f64], kernels: &mut Vec<f64>) -> (Vec<f64>, Vec<f64>) {
+        let k = self.classes;
+        let c = self.features;
+        if self.n_vectors == 0 {
+            let scores = (0..k)
+                .map(|j| {
+                    self.rho[0]
+                        + self
+                            .svm
+                            .dot(x, &self.coef[j * c..(j + 1) * c], SvmKernel::Linear)
+                })
+                .collect();
+            return (vec![], scores);
+        }
+        kernels.clear();
+        kernels.extend(
+            self.sv
+                .chunks(c.max(1))
+                .map(|s| self.svm.dot(x, s, self.svm.kernel)),
+        );
+        let nv = self.n_vectors;
+        let mut votes = vec![0.0; k];
+        let mut scores = Vec::with_capacity(k * (k - 1) / 2);
+        let mut e = 0;
+        for i in 0..k {
+            let (si, ci) = self.per_class[i];
+            for j in i + 1..k {
+                let (sj, cj) = self.per_class[j];
+                let d = |row: usize, start: usize, cnt: usize| -> f64 {
+                    (start..start + cnt)
+                        .map(|v| self.coef[row * nv + v] * kernels[v])
+                        .sum()
+                };
+                let s = self.rho[e] + d(j - 1, si, ci) + d(i, sj, cj);
+                scores.push(s);
+                if s > 0.0 {
+                    votes[i] += 1.0;
+                } else {
+                    votes[j] += 1.0;
+                }
+                e += 1;
+            }
+        }
+        (votes, scores)
+    }
+
+    fn probabilities(&self, scores: &[f64]) -> Vec<f64> {
+        let k = self.classes;
+        let mut r = vec![0.0; k * k];
+        let mut idx = 0;
+        for i in 0..k {
+            for j in i + 1..k {
+                let v = 1.0 - logistic(scores[idx] * self.prob_a[idx] + self.prob_b[idx]);
+                let v = v.clamp(1e-7, 1.0 - 1e-7);
+                r[i * k + j] = v;
+                r[j * k + i] = 1.0 - v;
+                idx += 1;
+            }
+        }
+        multiclass_probability(k, &r)
+    }
+
+    fn run(&self, x: &Tensor) -> OpResult<Vec<Value>> {
+        let (n, v) = svm_input(x, self.features)?;
+        let c = self.features;
+        let mut kernels = Vec::with_capacity(self.n_vectors);
+        let mut labels_idx: Vec<Result<usize, i64>> = Vec::with_capacity(n);
+        let mut all_scores = Vec::new();
+        let mut width = 0;
+        for r in 0..n {
+            let (votes, mut scores) = self.raw(&v[r * c..(r + 1) * c], &mut kernels);
+            let has_proba = !self.prob_a.is_empty() && self.n_vectors > 0;
+            if has_proba {
+                scores = self.probabilities(&scores);
+            }
+            let (max_class, max_weight) = if votes.is_empty() {
+                let m = argmax(&scores);
+                (m, scores.get(m).copied().unwrap_or(0.0))
+            } else {
+                let m = argmax(&votes);
+                (m, votes[m])
+            };
+            // Ok(class index) or Err(literal label value)
+            let mut extra = -1;
+            let label = if self.rho.len() == 1 {
+                if self.labels.len() == 2 {
+                    extra = 2;
+                    if !has_proba && self.all_positive && max_weight >= 0.5 {
+                        Ok(1)
+                    } else {
+                        Ok(max_class)
+                    }
+                } else {
+                    Err(i64::from(max_weight > 0.0))
+                }
+            } else {
+                Ok(max_class)
+            };
+            labels_idx.push(label);
+            let out = match scores.len() {
+                1 => {
+                    let s = scores[0];
+                    if self.post == Post::Probit {
+                        vec![probit(s)]
+                    } else if extra == 2 {
+                        let mut row = vec![-s, s];
+                        self.post.apply(&mut row);
+                        row
+                    } else {
+                        vec![s]
+                    }
+                }
+                _ => {
+                    self.post.apply(&mut scores);
+                    scores
+                }
+            };
+            width = out.len();
+            all_scores.extend(out);
+        }
+        let label = match &self.labels {
+            Labels::Strs(s) => Tensor::from_vec(
+                vec![n],
+                labels_idx
+                    .iter()
+                    .map(|l| {
+                        let i = match *l {
+                            Ok(i) => i,
+                            Err(v) => v as usize,
+                        };
+                        s.get(i)
+                            .cloned()
+                            .ok_or_else(|| op_err!("class index {i} has no label"))
+                    })
+                    .collect::<OpResult<Vec<String>>>()?,
+            )?,
+            Labels::Ints(v) => Tensor::from_vec(
+                vec![n],
+                labels_idx
+                    .iter()
+                    .map(|l| match *l {
+                        Ok(i) => v.get(i).copied().unwrap_or(i as i64),
+                        Err(lit) => lit,
+                    })
+                    .collect(),
+            )?,
+        };
+        Ok(vec![
+            Value::Tensor(label),
+            Value::Tensor(f32_tensor(vec![n, width], &all_scores)?),
+        ])
+    }
+}
+
+fn build_svm_classifier(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let m = SvmClassifier::from_attrs(ctx)?;
+    Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
+        m.run(tensor_in(inputs, 0)?)
+    }))
+}
+
 pub fn register(r: &mut Registry) {
     r.add(ML, "ArrayFeatureExtractor", build_afe);
     r.add(ML, "Binarizer", build_binarizer);
@@ -1458,6 +1857,8 @@ pub fn register(r: &mut Registry) {
     r.add(ML, "Normalizer", build_normalizer);
     r.add(ML, "OneHotEncoder", build_one_hot_encoder);
     r.add(ML, "Scaler", build_scaler);
+    r.add(ML, "SVMClassifier", build_svm_classifier);
+    r.add(ML, "SVMRegressor", build_svm_regressor);
     r.add(ML, "TreeEnsemble", build_tree_ensemble);
     r.add(ML, "TreeEnsembleClassifier", build_tree_classifier);
     r.add(ML, "TreeEnsembleRegressor", build_tree_regressor);
@@ -1902,5 +2303,78 @@ mod tests {
         // a feature past the input's width is an error, not a panic
         let err = run_op("TreeEnsemble", 5, a, vec![tf(&[1, 1], &[0.])], 1).unwrap_err();
         assert!(err.to_string().contains("features"));
+    }
+
+    #[test]
+    fn svm_regressor_and_classifiers() {
+        // values from onnx.reference
+        let a = vec![
+            ("n_supports", Attr::Int(2)),
+            ("support_vectors", floats(&[0., 0., 1., 1.])),
+            ("coefficients", floats(&[1., -1.])),
+            ("kernel_params", floats(&[0.5, 0., 0.])),
+            ("kernel_type", Attr::String("RBF".into())),
+            ("rho", floats(&[0.1])),
+        ];
+        let y = run_op(
+            "SVMRegressor",
+            1,
+            a,
+            vec![tf(&[2, 2], &[0., 1., 0., 0.])],
+            1,
+        )
+        .unwrap();
+        close(&f32s(&y[0]), &[0.1, 1.1 - (-1f32).exp()]);
+
+        // two classes, one support vector each: scores [-s, s]
+        let a = vec![
+            ("coefficients", floats(&[1., -1.])),
+            ("rho", floats(&[0.])),
+            ("classlabels_ints", ints(&[3, 4])),
+            ("vectors_per_class", ints(&[1, 1])),
+            ("support_vectors", floats(&[1., 0., 0., 1.])),
+            ("post_transform", Attr::String("LOGISTIC".into())),
+        ];
+        let x = tf(&[2, 2], &[2., 1., 0., 3.]);
+        let y = run_op("SVMClassifier", 1, a, vec![x.clone()], 2).unwrap();
+        assert_eq!(i64s(&y[0]), vec![3, 4]);
+        close(
+            &f32s(&y[1]),
+            &[0.2689414, 0.7310586, 0.95257413, 0.04742587],
+        );
+
+        // three classes, one-vs-one votes, with and without probabilities
+        let base = vec![
+            ("coefficients", floats(&[1., -1., 0.5, 1., -0.5, -1.])),
+            ("rho", floats(&[0., 0.1, -0.1])),
+            ("classlabels_ints", ints(&[0, 1, 2])),
+            ("vectors_per_class", ints(&[1, 1, 1])),
+            ("support_vectors", floats(&[1., 0., 0., 1., 1., 1.])),
+        ];
+        let mut a = base.clone();
+        a.extend([
+            ("kernel_type", Attr::String("POLY".into())),
+            ("kernel_params", floats(&[0.5, 1., 2.])),
+        ]);
+        let y = run_op("SVMClassifier", 1, a, vec![x.clone()], 2).unwrap();
+        assert_eq!(i64s(&y[0]), vec![0, 0]);
+        close(&f32s(&y[1]), &[1.75, 7.225, -7.475, -5.25, 4.225, -9.475]);
+        let mut a = base;
+        a.extend([
+            ("kernel_type", Attr::String("RBF".into())),
+            ("kernel_params", floats(&[0.5, 0., 0.])),
+            ("prob_a", floats(&[-1., -2., -1.5])),
+            ("prob_b", floats(&[0.1, 0., -0.1])),
+        ]);
+        let y = run_op("SVMClassifier", 1, a, vec![x], 2).unwrap();
+        assert_eq!(i64s(&y[0]), vec![0, 0]);
+        // libsvm/ONNX Runtime pairwise coupling (onnx.reference's version
+        // computes the off-diagonal of Q with a dot product and differs)
+        let want = [
+            0.53053206, 0.25144312, 0.21802483, 0.34098285, 0.3290658, 0.32995135,
+        ];
+        for (g, w) in f32s(&y[1]).iter().zip(want) {
+            assert!((g - w).abs() < 1e-4, "{g} vs {w}");
+        }
     }
 }
