@@ -57,7 +57,7 @@ fn rows_cols(t: &Tensor) -> (usize, usize) {
     match t.shape() {
         [] => (1, 1),
         [c] => (1, *c),
-        [n, rest @ ..] => (*n, rest.iter().product()),
+        [n, rest @ ..] => (*n, onyx_tensor::numel(rest).unwrap_or(0)),
     }
 }
 
@@ -337,6 +337,23 @@ fn keys_of(t: &Tensor) -> OpResult<Vec<Key>> {
         }
         _ => t.to_i64_vec()?.into_iter().map(Key::Int).collect(),
     })
+}
+
+/// The elements of `parts` (all of one storage) one after another.
+fn concat_data(parts: &[&Data]) -> OpResult<Data> {
+    fn go<T: Elem>(first: &[T], parts: &[&Data]) -> Option<Data> {
+        let mut out: Vec<T> = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        out.extend_from_slice(first);
+        for p in &parts[1..] {
+            out.extend_from_slice(T::slice(p)?);
+        }
+        Some(T::into_data(out))
+    }
+    let Some(first) = parts.first() else {
+        return Err(op_err!("nothing to concatenate"));
+    };
+    onyx_tensor::with_data!(first, v => go(v, parts))
+        .ok_or_else(|| op_err!("values of different types cannot be joined"))
 }
 
 /// Appends `extra` (same storage) to `base`.
@@ -853,8 +870,13 @@ fn build_dict_vectorizer(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
             .ok_or_else(|| op_err!("output is too large"))?;
         ctx.check_alloc(total, 8)?;
         let mut dtype = None;
-        let mut picks: Vec<(usize, Tensor, Vec<usize>)> = Vec::with_capacity(maps.len());
-        for (r, m) in maps.iter().enumerate() {
+        // one table of every map's values, then a zero; each output cell
+        // picks its key's value or the zero
+        let mut parts: Vec<&Data> = Vec::with_capacity(maps.len() + 1);
+        let mut picks: Vec<usize> = Vec::with_capacity(total);
+        let mut offset = 0usize;
+        let mut row_src = vec![usize::MAX; v];
+        for m in &maps {
             let vals = m
                 .values
                 .as_tensor()
@@ -870,33 +892,28 @@ fn build_dict_vectorizer(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
             if *dtype.get_or_insert(vals.dtype()) != vals.dtype() {
                 return Err(op_err!("maps hold values of different types"));
             }
-            // for each output column: the position of its key in this map
-            let mut col_src = vec![usize::MAX; v];
+            row_src.iter_mut().for_each(|s| *s = usize::MAX);
             for (i, k) in keys.iter().enumerate() {
                 if let Some(&col) = index.get(k) {
-                    col_src[col] = i;
+                    row_src[col] = offset + i;
                 }
             }
-            picks.push((r, vals.clone(), col_src));
+            picks.extend_from_slice(&row_src);
+            parts.push(vals.data());
+            offset += vals.len();
         }
         let dtype = dtype.unwrap_or(DType::Float);
         let zero = Tensor::zeros(dtype, vec![1])?;
-        let mut parts: Vec<Data> = Vec::with_capacity(picks.len());
-        for (_, vals, col_src) in &picks {
-            // the map's values followed by a zero, picked by column
-            let table = append_data(vals.data(), zero.data())?;
-            let z = vals.len();
-            let table = Tensor::new(dtype, vec![z + 1], table)?;
-            let row = table.gather_flat(
-                vec![v],
-                col_src.iter().map(|&i| if i == usize::MAX { z } else { i }),
-            )?;
-            parts.push(row.into_data());
-        }
-        let mut data = Tensor::zeros(dtype, vec![0])?.into_data();
-        for p in &parts {
-            data = append_data(&data, p)?;
-        }
+        parts.push(zero.data());
+        let table = Tensor::new(dtype, vec![offset + 1], concat_data(&parts)?)?;
+        let data = table
+            .gather_flat(
+                vec![maps.len(), v],
+                picks
+                    .iter()
+                    .map(|&i| if i == usize::MAX { offset } else { i }),
+            )?
+            .into_data();
         one(Tensor::new(dtype, vec![maps.len(), v], data)?)
     }))
 }
@@ -1202,8 +1219,9 @@ fn legacy_forest(ctx: &BuildCtx, prefix: &str, n_targets: usize, agg: Agg) -> Op
     }
     // the first node of each tree is its root; trees in id order
     let mut roots: Vec<(i64, Next)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for i in 0..n {
-        if !roots.iter().any(|(t, _)| *t == tree_ids[i]) {
+        if seen.insert(tree_ids[i]) {
             roots.push((tree_ids[i], slot[i]));
         }
     }
@@ -2171,9 +2189,20 @@ mod tests {
             values: Box::new(ti(&[2], &[3, 1])),
         });
         let a = vec![("string_vocabulary", strs(&["a", "b", "c"]))];
-        let y = run_op("DictVectorizer", 1, a, vec![map], 1).unwrap();
+        let y = run_op("DictVectorizer", 1, a.clone(), vec![map.clone()], 1).unwrap();
         assert_eq!(y[0].as_tensor().unwrap().shape(), &[1, 3]);
         assert_eq!(i64s(&y[0]), vec![1, 0, 3]);
+        let other = Value::Map(MapValue {
+            keys: Tensor::from_vec(vec![1], vec!["b".to_string()]).unwrap(),
+            values: Box::new(ti(&[1], &[9])),
+        });
+        let seq = Value::Sequence {
+            elem_dtype: None,
+            items: vec![map, other],
+        };
+        let y = run_op("DictVectorizer", 1, a, vec![seq], 1).unwrap();
+        assert_eq!(y[0].as_tensor().unwrap().shape(), &[2, 3]);
+        assert_eq!(i64s(&y[0]), vec![1, 0, 3, 0, 9, 0]);
 
         let a = vec![("inputdimensions", ints(&[1, 3]))];
         let ins = vec![ti(&[2, 1], &[1, 2]), tf(&[2, 2], &[3., 4., 5., 6.])];

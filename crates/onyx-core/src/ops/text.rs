@@ -84,12 +84,14 @@ fn count_row<K: Clone + Eq + Hash>(
     a: &TfIdf,
     freq: &mut [u64],
 ) {
-    let mut key: Vec<K> = Vec::with_capacity(a.max_n);
+    let mut key: Vec<K> = Vec::with_capacity(a.max_n.min(row.len()));
     let mut min_n = a.min_n;
-    for skip in 1..=a.max_skip + 1 {
+    // a skip distance as long as the row leaves no n-gram of two or more
+    let max_dist = a.max_skip.saturating_add(1).min(row.len().max(1));
+    for skip in 1..=max_dist {
         for start in 0..row.len() {
             // the shortest counted n-gram must fit
-            if start + skip * (min_n - 1) >= row.len() {
+            if start.saturating_add(skip.saturating_mul(min_n - 1)) >= row.len() {
                 break;
             }
             key.clear();
@@ -289,6 +291,15 @@ mod tests {
         let a = vectorizer(Mode::Tf, 1, 2, 5, vec![]);
         let x = vec![1, 1, 3, 3, 3, 7, 8, 6, 7, 5, 6, 8];
         assert_eq!(run(&a, x, vec![12]), vec![0., 3., 1., 0., 1., 3., 1.]);
+    }
+
+    #[test]
+    fn huge_skip_count_is_bounded_by_the_row() {
+        let a = vectorizer(Mode::Tf, 2, 2, usize::MAX, vec![]);
+        assert_eq!(
+            run(&a, vec![5, 6, 7, 8], vec![4]),
+            vec![0., 0., 0., 0., 1., 1., 1.]
+        );
     }
 
     #[test]
