@@ -1862,9 +1862,130 @@ fn build_svm_classifier(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     }))
 }
 
+// ----------------------------------------------------------------- CastMap
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum CastTo {
+    Float,
+    Str,
+    Int,
+}
+
+fn build_cast_map(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let to = match string_attr(ctx, "cast_to", "TO_FLOAT")?.as_str() {
+        "TO_FLOAT" => CastTo::Float,
+        "TO_STRING" => CastTo::Str,
+        "TO_INT64" => CastTo::Int,
+        other => return Err(op_err!("unknown cast_to '{other}'")),
+    };
+    let sparse = match string_attr(ctx, "map_form", "DENSE")?.as_str() {
+        "DENSE" => false,
+        "SPARSE" => true,
+        other => return Err(op_err!("unknown map_form '{other}'")),
+    };
+    let max_map = ctx.node.attr_int("max_map")?.unwrap_or(1);
+    let max_map = usize::try_from(max_map)
+        .ok()
+        .filter(|&m| !sparse || m > 0)
+        .ok_or_else(|| op_err!("max_map must be positive for a sparse map, not {max_map}"))?;
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        let m = match inputs.first().copied().flatten() {
+            Some(Value::Map(m)) => m,
+            Some(other) => return Err(op_err!("input should be a map but is {}", other.kind())),
+            None => return Err(op_err!("required input 0 is missing")),
+        };
+        let keys = m.keys.to_i64_vec()?;
+        let vals = m
+            .values
+            .as_tensor()
+            .ok_or_else(|| op_err!("map values should be a tensor"))?;
+        if keys.len() != vals.len() {
+            return Err(op_err!(
+                "map has {} keys but {} values",
+                keys.len(),
+                vals.len()
+            ));
+        }
+        // each value converted to the output type, as f64 or as text
+        let as_num = |i: usize| -> OpResult<f64> {
+            match vals.data() {
+                Data::Str(v) => v[i]
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| op_err!("map value '{}' is not a number", v[i])),
+                _ => Err(op_err!("map values are not text")),
+            }
+        };
+        let nums = if matches!(vals.data(), Data::Str(_)) {
+            None
+        } else {
+            Some(vals.to_f64_vec()?)
+        };
+        let num = |i: usize| -> OpResult<f64> {
+            match &nums {
+                Some(v) => Ok(v[i]),
+                None => as_num(i),
+            }
+        };
+        let text = |i: usize| -> String {
+            match (vals.data(), &nums) {
+                (Data::Str(v), _) => v[i].clone(),
+                (_, Some(v)) => format!("{:.6}", v[i]),
+                _ => String::new(),
+            }
+        };
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by_key(|&i| keys[i]);
+        // output position -> map entry
+        let slots: Vec<Option<usize>> = if sparse {
+            ctx.check_alloc(max_map, 8)?;
+            if let Some(&i) = order.first() {
+                if keys[i] < 0 {
+                    return Err(op_err!("map key {} is negative", keys[i]));
+                }
+            }
+            let mut s = vec![None; max_map];
+            for &i in &order {
+                if let Some(slot) = usize::try_from(keys[i]).ok().and_then(|k| s.get_mut(k)) {
+                    *slot = Some(i);
+                }
+            }
+            s
+        } else {
+            order.into_iter().map(Some).collect()
+        };
+        let shape = vec![1, slots.len()];
+        let t = match to {
+            CastTo::Float => Tensor::from_vec(
+                shape,
+                slots
+                    .iter()
+                    .map(|s| s.map_or(Ok(0.0), |i| num(i).map(|v| v as f32)))
+                    .collect::<OpResult<Vec<f32>>>()?,
+            )?,
+            CastTo::Int => Tensor::from_vec(
+                shape,
+                slots
+                    .iter()
+                    .map(|s| s.map_or(Ok(0), |i| num(i).map(|v| v as i64)))
+                    .collect::<OpResult<Vec<i64>>>()?,
+            )?,
+            CastTo::Str => Tensor::from_vec(
+                shape,
+                slots
+                    .iter()
+                    .map(|s| s.map_or_else(|| "0.f".to_string(), text))
+                    .collect(),
+            )?,
+        };
+        one(t)
+    }))
+}
+
 pub fn register(r: &mut Registry) {
     r.add(ML, "ArrayFeatureExtractor", build_afe);
     r.add(ML, "Binarizer", build_binarizer);
+    r.add(ML, "CastMap", build_cast_map);
     r.add(ML, "CategoryMapper", build_category_mapper);
     r.add(ML, "DictVectorizer", build_dict_vectorizer);
     r.add(ML, "FeatureVectorizer", build_feature_vectorizer);
@@ -2405,5 +2526,31 @@ mod tests {
         for (g, w) in f32s(&y[1]).iter().zip(want) {
             assert!((g - w).abs() < 1e-4, "{g} vs {w}");
         }
+    }
+
+    #[test]
+    fn cast_map_dense_and_sparse() {
+        let map = Value::Map(MapValue {
+            keys: Tensor::from_vec(vec![3], vec![4i64, 0, 2]).unwrap(),
+            values: Box::new(tf(&[3], &[1.5, 2.0, -3.25])),
+        });
+        let y = run_op("CastMap", 1, vec![], vec![map.clone()], 1).unwrap();
+        assert_eq!(y[0].as_tensor().unwrap().shape(), &[1, 3]);
+        assert_eq!(f32s(&y[0]), vec![2.0, -3.25, 1.5]);
+        let a = vec![
+            ("map_form", Attr::String("SPARSE".into())),
+            ("max_map", Attr::Int(4)),
+            ("cast_to", Attr::String("TO_INT64".into())),
+        ];
+        let y = run_op("CastMap", 1, a, vec![map.clone()], 1).unwrap();
+        assert_eq!(i64s(&y[0]), vec![2, 0, -3, 0]);
+        let a = vec![("cast_to", Attr::String("TO_STRING".into()))];
+        let y = run_op("CastMap", 1, a, vec![map], 1).unwrap();
+        assert_eq!(strings(&y[0]), vec!["2.000000", "-3.250000", "1.500000"]);
+        let words = Value::Map(MapValue {
+            keys: Tensor::from_vec(vec![1], vec![0i64]).unwrap(),
+            values: Box::new(ts(&["x"])),
+        });
+        assert!(run_op("CastMap", 1, vec![], vec![words], 1).is_err());
     }
 }
