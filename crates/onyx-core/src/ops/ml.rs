@@ -319,13 +319,69 @@ enum Key {
     Float(u64),
 }
 
-fn float_key(x: f64) -> Key {
+/// The bit pattern floats are matched by: every NaN alike, -0 as +0.
+fn float_bits(x: f64) -> u64 {
     if x.is_nan() {
-        Key::Float(f64::NAN.to_bits())
+        f64::NAN.to_bits()
     } else if x == 0.0 {
-        Key::Float(0f64.to_bits())
+        0f64.to_bits()
     } else {
-        Key::Float(x.to_bits())
+        x.to_bits()
+    }
+}
+
+fn float_key(x: f64) -> Key {
+    Key::Float(float_bits(x))
+}
+
+/// Key -> position, read straight from input tensors (no per-element copies).
+#[derive(Default)]
+struct KeyIndex {
+    ints: HashMap<i64, usize>,
+    strs: HashMap<String, usize>,
+    floats: HashMap<u64, usize>,
+}
+
+impl KeyIndex {
+    /// Later duplicates of a key win.
+    fn new(keys: Vec<Key>) -> KeyIndex {
+        let mut ix = KeyIndex::default();
+        for (i, k) in keys.into_iter().enumerate() {
+            match k {
+                Key::Int(v) => ix.ints.insert(v, i),
+                Key::Str(v) => ix.strs.insert(v, i),
+                Key::Float(v) => ix.floats.insert(v, i),
+            };
+        }
+        ix
+    }
+
+    /// The position of each element of `x`; with `floats_as_ints` float
+    /// inputs are truncated and matched against integer keys.
+    fn lookup(&self, x: &Tensor, floats_as_ints: bool) -> OpResult<Vec<Option<usize>>> {
+        Ok(match x.data() {
+            Data::Str(v) => v
+                .iter()
+                .map(|s| self.strs.get(s.as_str()).copied())
+                .collect(),
+            Data::F32(_) | Data::F64(_) | Data::F16(_) | Data::BF16(_) => {
+                let f = x.to_f64_vec()?;
+                if floats_as_ints {
+                    f.iter()
+                        .map(|&v| self.ints.get(&(v as i64)).copied())
+                        .collect()
+                } else {
+                    f.iter()
+                        .map(|&v| self.floats.get(&float_bits(v)).copied())
+                        .collect()
+                }
+            }
+            _ => x
+                .to_i64_vec()?
+                .iter()
+                .map(|v| self.ints.get(v).copied())
+                .collect(),
+        })
     }
 }
 
@@ -369,7 +425,7 @@ fn append_data(base: &Data, extra: &Data) -> OpResult<Data> {
 /// Maps each input element to an entry of `table` (the values followed by
 /// the default), by key.
 struct Encoder {
-    index: HashMap<Key, usize>,
+    index: KeyIndex,
     table: Tensor,
     default_at: usize,
 }
@@ -393,7 +449,7 @@ impl Encoder {
         let default_at = values.len();
         let data = append_data(values.data(), default.data())?;
         let table = Tensor::new(values.dtype(), vec![default_at + 1], data)?;
-        let index = keys.into_iter().enumerate().map(|(i, k)| (k, i)).collect();
+        let index = KeyIndex::new(keys);
         Ok(Encoder {
             index,
             table,
@@ -402,10 +458,8 @@ impl Encoder {
     }
 
     fn run(&self, x: &Tensor) -> OpResult<Tensor> {
-        let keys = keys_of(x)?;
-        let idx = keys
-            .iter()
-            .map(|k| self.index.get(k).copied().unwrap_or(self.default_at));
+        let pos = self.index.lookup(x, false)?;
+        let idx = pos.iter().map(|p| p.unwrap_or(self.default_at));
         Ok(self.table.gather_flat(x.shape().to_vec(), idx)?)
     }
 }
@@ -529,27 +583,23 @@ fn build_one_hot_encoder(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     };
     let zeros = ctx.node.attr_int("zeros")?.unwrap_or(1) != 0;
     let n_cats = keys.len();
-    let index: HashMap<Key, usize> = keys.into_iter().enumerate().map(|(i, k)| (k, i)).collect();
+    let index = KeyIndex::new(keys);
     Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
         let x = tensor_in(inputs, 0)?;
-        let keys: Vec<Key> = match x.data() {
-            Data::Str(v) => v.iter().cloned().map(Key::Str).collect(),
-            // numbers are matched as integers
-            _ => numeric_f64(x)?
-                .into_iter()
-                .map(|v| Key::Int(v as i64))
-                .collect(),
-        };
-        let n = keys
+        // numbers are matched as integers
+        let pos = index.lookup(x, true)?;
+        let n = pos
             .len()
             .checked_mul(n_cats)
             .ok_or_else(|| op_err!("output is too large"))?;
         ctx.check_alloc(n, 4)?;
         let mut out = vec![0f32; n];
-        for (i, k) in keys.iter().enumerate() {
-            match index.get(k) {
-                Some(&c) => out[i * n_cats + c] = 1.0,
-                None if !zeros => return Err(op_err!("value {k:?} is not one of the categories")),
+        for (i, p) in pos.iter().enumerate() {
+            match p {
+                Some(c) => out[i * n_cats + c] = 1.0,
+                None if !zeros => {
+                    return Err(op_err!("input element {i} is not one of the categories"))
+                }
                 None => {}
             }
         }
@@ -844,13 +894,8 @@ fn build_dict_vectorizer(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
             "one of int64_vocabulary or string_vocabulary is required"
         ));
     }
-    let index: HashMap<Key, usize> = vocab
-        .iter()
-        .cloned()
-        .enumerate()
-        .map(|(i, k)| (k, i))
-        .collect();
     let v = vocab.len();
+    let index = KeyIndex::new(vocab);
     Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
         let maps: Vec<&MapValue> = match inputs.first().copied().flatten() {
             Some(Value::Map(m)) => vec![m],
@@ -881,11 +926,11 @@ fn build_dict_vectorizer(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
                 .values
                 .as_tensor()
                 .ok_or_else(|| op_err!("map values should be a tensor"))?;
-            let keys = keys_of(&m.keys)?;
-            if keys.len() != vals.len() {
+            let cols = index.lookup(&m.keys, false)?;
+            if cols.len() != vals.len() {
                 return Err(op_err!(
                     "map has {} keys but {} values",
-                    keys.len(),
+                    cols.len(),
                     vals.len()
                 ));
             }
@@ -893,8 +938,8 @@ fn build_dict_vectorizer(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
                 return Err(op_err!("maps hold values of different types"));
             }
             row_src.iter_mut().for_each(|s| *s = usize::MAX);
-            for (i, k) in keys.iter().enumerate() {
-                if let Some(&col) = index.get(k) {
+            for (i, c) in cols.iter().enumerate() {
+                if let Some(&col) = c.as_ref() {
                     row_src[col] = offset + i;
                 }
             }
