@@ -771,10 +771,14 @@ fn build_linear_regressor(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     let targets = usize::try_from(ctx.node.attr_int("targets")?.unwrap_or(1))
         .map_err(|_| op_err!("targets must not be negative"))?;
     let post = Post::from_attr(ctx)?;
-    Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
         let x = tensor_in(inputs, 0)?;
         let (n, c) = rows_cols(x);
         check_coefs(&coef, targets, c)?;
+        let total = n
+            .checked_mul(targets)
+            .ok_or_else(|| op_err!("output is too large"))?;
+        ctx.check_alloc(total, 8)?;
         let mut s = linear_scores(&numeric_f64(x)?, n, c, &coef, &icpt, targets);
         for row in s.chunks_mut(targets.max(1)) {
             post.apply(row);
@@ -978,7 +982,10 @@ fn build_feature_vectorizer(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
                 dims.len()
             ));
         }
-        let width: usize = dims.iter().sum();
+        let width = dims
+            .iter()
+            .try_fold(0usize, |a, &d| a.checked_add(d))
+            .ok_or_else(|| op_err!("inputdimensions {dims:?} add up to too much"))?;
         let mut n = None;
         let mut cols = Vec::with_capacity(inputs.len());
         for i in 0..inputs.len() {
@@ -1151,6 +1158,7 @@ impl Forest {
             .checked_mul(self.n_targets)
             .ok_or_else(|| op_err!("output is too large"))?;
         ctx.check_alloc(total, 8)?;
+        ctx.check_alloc(self.n_targets, 8)?;
         let v = numeric_f64(x)?;
         let mut out = vec![0.0; total];
         let mut seen = vec![false; self.n_targets];
