@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: formatting and lints, unit tests, the command-line tests,
-# and the ONNX conformance suite (its data is created on first use).
+# and the ONNX conformance suite through the API and through the command line
+# (its data is created on first use).
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -d conformance/data/node ]; then
@@ -9,3 +10,5 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
+# the conformance suite again, every case through the `onyx` command line
+target/debug/onyx-conformance --cli target/debug/onyx

@@ -3,7 +3,9 @@
 //! atol 1e-7, NaN equals NaN, element type and shape exact).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use onyx_core::test_data::{read_expected_outputs, read_inputs_dir};
 use onyx_core::{Session, SessionOptions};
@@ -106,7 +108,49 @@ pub fn compare(expected: &Value, actual: &Value) -> Result<(), String> {
     }
 }
 
-fn run_case_inner(case_dir: &Path) -> Outcome {
+/// How cases are run: through the Rust API, or through the `onyx` command
+/// line (`onyx run --inputs-dir SET --output-dir DIR --format pb MODEL`).
+#[derive(Clone, Debug)]
+pub enum Runner {
+    Api,
+    Cli(PathBuf),
+}
+
+/// Runs one data set through the `onyx` binary and reads back its .pb outputs.
+fn run_with_cli(
+    onyx: &Path,
+    session: &Session,
+    model: &Path,
+    set: &Path,
+) -> Result<Vec<Value>, String> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let out_dir = std::env::temp_dir().join(format!(
+        "onyx-conformance-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = Command::new(onyx)
+        .arg("run")
+        .arg("--inputs-dir")
+        .arg(set)
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .args(["--format", "pb"])
+        .arg(model)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", onyx.display()))
+        .and_then(|out| {
+            if out.status.success() {
+                read_expected_outputs(session, &out_dir).map_err(|e| e.message)
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+            }
+        });
+    let _ = std::fs::remove_dir_all(&out_dir);
+    result
+}
+
+fn run_case_inner(case_dir: &Path, runner: &Runner) -> Outcome {
     let session = match Session::from_file(&case_dir.join("model.onnx"), SessionOptions::default())
     {
         Ok(s) => s,
@@ -133,9 +177,13 @@ fn run_case_inner(case_dir: &Path) -> Outcome {
             Ok(v) => v,
             Err(e) => return Outcome::Errored(e.message),
         };
-        let actual = match session.run(feeds) {
+        let actual = match runner {
+            Runner::Api => session.run(feeds).map_err(|e| e.message),
+            Runner::Cli(onyx) => run_with_cli(onyx, &session, &case_dir.join("model.onnx"), &set),
+        };
+        let actual = match actual {
             Ok(v) => v,
-            Err(e) => return Outcome::Errored(e.message),
+            Err(e) => return Outcome::Errored(e),
         };
         if actual.len() < expected.len() {
             return Outcome::Failed(format!(
@@ -154,8 +202,8 @@ fn run_case_inner(case_dir: &Path) -> Outcome {
 }
 
 /// Runs every data set of one case folder; a panic is reported as an error.
-pub fn run_case(case_dir: &Path) -> Outcome {
-    match catch_unwind(AssertUnwindSafe(|| run_case_inner(case_dir))) {
+pub fn run_case(case_dir: &Path, runner: &Runner) -> Outcome {
+    match catch_unwind(AssertUnwindSafe(|| run_case_inner(case_dir, runner))) {
         Ok(o) => o,
         Err(p) => {
             let msg = p
@@ -217,7 +265,13 @@ impl CaseResult {
 
 /// Runs every case under `root/SUITE/` for the given suites whose name
 /// contains `filter`, on `threads` threads.
-pub fn run_suites(root: &Path, suites: &[&str], filter: &str, threads: usize) -> Vec<CaseResult> {
+pub fn run_suites(
+    root: &Path,
+    suites: &[&str],
+    filter: &str,
+    threads: usize,
+    runner: &Runner,
+) -> Vec<CaseResult> {
     let mut cases = Vec::new();
     for suite in suites {
         let Ok(rd) = std::fs::read_dir(root.join(suite)) else {
@@ -241,7 +295,7 @@ pub fn run_suites(root: &Path, suites: &[&str], filter: &str, threads: usize) ->
                 let Some((suite, name)) = cases.get(i) else {
                     break;
                 };
-                let outcome = run_case(&root.join(suite).join(name));
+                let outcome = run_case(&root.join(suite).join(name), runner);
                 let r = CaseResult {
                     suite: suite.clone(),
                     name: name.clone(),

@@ -1,7 +1,10 @@
 //! `onyx-conformance`: runs the ONNX backend test data and reports.
 //!
-//! Usage: onyx-conformance [--data DIR] [--filter TEXT] [--suite NAME]... [--update] [--failures]
+//! Usage: onyx-conformance [--data DIR] [--filter TEXT] [--suite NAME]... [--update]
+//!                         [--failures] [--cli PATH_TO_ONYX]
 //!
+//! With --cli, every case runs through the `onyx` command line
+//! (`onyx run --inputs-dir ... --output-dir ... --format pb`) instead of the API.
 //! Without --update it checks the expected-pass list and exits non-zero on
 //! a regression. With --update it rewrites conformance/expected-pass.txt
 //! and conformance/RESULTS.md from this run.
@@ -9,7 +12,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use onyx_conformance::{check_expected, run_suites, summary_table, Outcome, SUITES};
+use onyx_conformance::{check_expected, run_suites, summary_table, Outcome, Runner, SUITES};
 
 fn main() -> ExitCode {
     let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -20,6 +23,7 @@ fn main() -> ExitCode {
     let mut suites: Vec<String> = Vec::new();
     let mut update = false;
     let mut show_failures = false;
+    let mut runner = Runner::Api;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -28,6 +32,13 @@ fn main() -> ExitCode {
             "--suite" => suites.extend(args.next()),
             "--update" => update = true,
             "--failures" => show_failures = true,
+            "--cli" => match args.next() {
+                Some(path) => runner = Runner::Cli(PathBuf::from(path)),
+                None => {
+                    eprintln!("onyx-conformance: --cli needs the path of the onyx binary");
+                    return ExitCode::from(2);
+                }
+            },
             other => {
                 eprintln!("onyx-conformance: unknown argument '{other}'");
                 return ExitCode::from(2);
@@ -49,7 +60,7 @@ fn main() -> ExitCode {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let results = run_suites(&data, &suite_refs, &filter, threads);
+    let results = run_suites(&data, &suite_refs, &filter, threads, &runner);
     if show_failures {
         for r in &results {
             match &r.outcome {
@@ -62,6 +73,10 @@ fn main() -> ExitCode {
     let table = summary_table(&results);
     println!("{table}");
     let list_path = crate_dir.join("expected-pass.txt");
+    if update && matches!(runner, Runner::Cli(_)) {
+        eprintln!("onyx-conformance: --update records API results; run it without --cli");
+        return ExitCode::from(2);
+    }
     if update {
         let mut passed: Vec<String> = results
             .iter()
@@ -114,8 +129,9 @@ fn main() -> ExitCode {
         .filter(|r| r.outcome == Outcome::Passed)
         .count();
     println!(
-        "conformance: {passed} passed, {} failed",
-        results.len() - passed
+        "conformance: {passed} of {} cases pass, {} expected-pass cases regressed",
+        results.len(),
+        regressions.len()
     );
     if regressions.is_empty() {
         ExitCode::SUCCESS

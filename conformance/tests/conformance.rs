@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use onyx_conformance::{check_expected, run_suites, summary_table, SUITES};
+use onyx_conformance::{check_expected, run_suites, summary_table, Runner, SUITES};
 
 fn main() {
     let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -18,7 +18,7 @@ fn main() {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let results = run_suites(&data, &SUITES, "", threads);
+    let results = run_suites(&data, &SUITES, "", threads, &Runner::Api);
     println!("{}", summary_table(&results));
     let expected: Vec<String> = std::fs::read_to_string(crate_dir.join("expected-pass.txt"))
         .expect("conformance/expected-pass.txt")
