@@ -56,9 +56,19 @@ macro_rules! float_arith {
             fn sub(self, o: Self) -> Self { self - o }
             fn mul(self, o: Self) -> Self { self * o }
             fn div(self, o: Self) -> Self { self / o }
+            // numpy's mod: the sign of the divisor, a zero result signed like it,
+            // x returned for an infinite divisor of the same sign
             fn floor_mod(self, o: Self) -> Self {
-                let r = self % o;
-                if r != <$t>::from_f64(0.0) && ((r < <$t>::from_f64(0.0)) != (o < <$t>::from_f64(0.0))) { r + o } else { r }
+                let (a, b) = (self.to_f64(), o.to_f64());
+                let r = a % b;
+                let r = if r == 0.0 {
+                    0f64.copysign(b)
+                } else if (r < 0.0) != (b < 0.0) {
+                    r + b
+                } else {
+                    r
+                };
+                Self::from_f64(r)
             }
             fn trunc_mod(self, o: Self) -> Self { self % o }
             fn to_f64(self) -> f64 { num_traits::ToPrimitive::to_f64(&self).unwrap_or(f64::NAN) }
@@ -187,9 +197,6 @@ fn build_mod(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
         move |_: &super::RunCtx, inputs: &[Option<&Value>]| {
             let a = tensor_in(inputs, 0)?;
             let b = tensor_in(inputs, 1)?;
-            if !fmod && a.dtype().is_float() {
-                return Err(op_err!("Mod on floating-point inputs needs fmod=1"));
-            }
             one(binary(
                 if fmod {
                     BinOp::TruncMod
@@ -485,6 +492,12 @@ mod tests {
         assert_eq!(m.as_slice::<i32>().unwrap(), &[2, -2, -1, 1]);
         let f = binary(BinOp::TruncMod, &a, &b).unwrap();
         assert_eq!(f.as_slice::<i32>().unwrap(), &[-1, 1, -1, 1]);
+        let x = Tensor::from_vec(vec![5], vec![-4.5f64, 0.0, -0.0, 3.0, f64::INFINITY]).unwrap();
+        let y = Tensor::from_vec(vec![5], vec![2.0f64, -2.0, 2.0, f64::NEG_INFINITY, 2.0]).unwrap();
+        let m = binary(BinOp::FloorMod, &x, &y).unwrap();
+        let m = m.as_slice::<f64>().unwrap();
+        assert_eq!(&m[..4], &[1.5, 0.0, 0.0, f64::NEG_INFINITY]);
+        assert!(m[1].is_sign_negative() && m[2].is_sign_positive() && m[4].is_nan());
         let d = binary(BinOp::Div, &a, &b).unwrap();
         assert_eq!(d.as_slice::<i32>().unwrap(), &[-2, -2, 2, 2]);
         let mixed = Tensor::from_vec(vec![1], vec![1i64]).unwrap();
