@@ -482,7 +482,7 @@ pub(crate) enum WindowKind {
     Blackman,
 }
 
-/// The window's values in f64.
+/// The window's values in f64 (NaN for a symmetric window of one point).
 pub(crate) fn window_values(kind: WindowKind, size: usize, periodic: bool) -> Vec<f64> {
     let denom = if periodic {
         size
@@ -491,18 +491,18 @@ pub(crate) fn window_values(kind: WindowKind, size: usize, periodic: bool) -> Ve
     };
     (0..size)
         .map(|i| {
-            if denom == 0 {
-                return 1.0;
-            }
-            let x = i as f64 / denom as f64;
+            // A symmetric window of size 1 divides 0 by 0 and is NaN, as in
+            // ONNX's reference. The operations in the order ONNX's reference does them, so that
+            // integer outputs truncate the same values.
+            let (n, d) = (i as f64, denom as f64);
             match kind {
-                WindowKind::Hann => (PI * x).sin().powi(2),
+                WindowKind::Hann => (n * PI / d).sin().powi(2),
                 WindowKind::Hamming => {
                     let alpha = 25.0 / 46.0;
-                    alpha - (1.0 - alpha) * (2.0 * PI * x).cos()
+                    alpha - (n * PI * 2.0 / d).cos() * (1.0 - alpha)
                 }
                 WindowKind::Blackman => {
-                    0.42 - 0.5 * (2.0 * PI * x).cos() + 0.08 * (4.0 * PI * x).cos()
+                    (n * (PI * 2.0) / d).cos() * -0.5 + (n * (PI * 4.0) / d).cos() * 0.08 + 0.42
                 }
             }
         })
@@ -762,6 +762,8 @@ mod tests {
             &[0.0, 1.0, 0.0],
             1e-12,
         );
+        assert!(window_values(WindowKind::Hann, 1, false)[0].is_nan());
+        assert!(window_values(WindowKind::Hann, 0, true).is_empty());
         let a = 25.0 / 46.0;
         close(
             &window_values(WindowKind::Hamming, 2, true),
