@@ -292,7 +292,8 @@ pub(crate) fn dft(
     out_shape[rank - 1] = out_c;
     let total = checked_product(&out_shape)?;
     ctx.check_alloc(total, 8)?;
-    ctx.check_alloc(n, 16)?;
+    // Bluestein's buffers for a length n hold up to 4n complex values.
+    ctx.check_alloc(n.saturating_mul(4), 16)?;
     let xs = x.to_f64_vec()?;
     let plan = Fft::new(n)?;
     let mut out = vec![0.0f64; total];
@@ -440,6 +441,7 @@ pub(crate) fn stft(
     let out_shape = vec![batch, frames, bins, 2];
     let total = checked_product(&out_shape)?;
     ctx.check_alloc(total, 8)?;
+    ctx.check_alloc(fl.saturating_mul(4), 16)?;
     let xs = signal.to_f64_vec()?;
     let plan = Fft::new(fl)?;
     let mut out = vec![0.0f64; total];
@@ -721,6 +723,12 @@ mod tests {
         close(&padded.to_f64_vec().unwrap()[6..8], &[-2.0, 0.0], 1e-6);
         assert!(dft(&ctx, &x, 2, None, false, false).is_err());
         assert!(dft(&ctx, &x, 1, Some(0), false, false).is_err());
+        let small = Limits {
+            max_tensor_elements: 1000,
+            max_tensor_bytes: 1 << 20,
+        };
+        let tight = RunCtx::detached(&small);
+        assert!(dft(&tight, &x, 1, Some(1 << 40), false, false).is_err());
     }
 
     #[test]
