@@ -1,4 +1,5 @@
-//! Dropout, and (later) signal-processing operators.
+//! Dropout and the signal-processing operators: DFT, STFT, HannWindow,
+//! HammingWindow, BlackmanWindow and MelWeightMatrix.
 //!
 //! Dropout in inference (or with ratio 0) is the identity with an all-true
 //! mask. Opset 12+ reads `ratio` and `training_mode` from inputs; earlier
@@ -9,7 +10,8 @@ use onyx_tensor::{DType, Tensor, Value};
 
 use super::cast::cast_tensor;
 use super::{
-    opt_scalar_f64_in, opt_tensor_in, tensor_in, BuildCtx, Kernel, OpResult, Registry, RunCtx,
+    norm_axis, opt_scalar_f64_in, opt_tensor_in, scalar_i64_in, tensor_in, BuildCtx, Kernel,
+    OpResult, Registry, RunCtx,
 };
 use crate::op_err;
 
@@ -90,8 +92,414 @@ fn build_dropout(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     }))
 }
 
+/// A complex number as (re, im).
+type C64 = (f64, f64);
+
+/// `cos` and `sin` of `2 pi j / n` for j in 0..n, so that each DFT term is
+/// a table lookup at `(k * t) % n` (exact periodicity, no drift).
+fn twiddles(n: usize) -> Vec<C64> {
+    (0..n)
+        .map(|j| {
+            let a = 2.0 * std::f64::consts::PI * j as f64 / n as f64;
+            (a.cos(), a.sin())
+        })
+        .collect()
+}
+
+/// `out[k] = sum_t x[t] e^{-+2 pi i k t / n}` for k in 0..out.len(); `x` is
+/// zero-padded or cut to `n` (the table's length).
+fn dft_line(x: &[C64], tw: &[C64], inverse: bool, out: &mut [C64]) {
+    let n = tw.len();
+    let m = x.len().min(n);
+    let sign = if inverse { 1.0 } else { -1.0 };
+    for (k, o) in out.iter_mut().enumerate() {
+        let (mut re, mut im) = (0.0, 0.0);
+        let step = k % n.max(1);
+        let mut j = 0usize;
+        for &(xr, xi) in &x[..m] {
+            let (c, s) = tw[j];
+            let s = sign * s;
+            re += xr * c - xi * s;
+            im += xr * s + xi * c;
+            j += step;
+            if j >= n {
+                j -= n;
+            }
+        }
+        *o = (re, im);
+    }
+}
+
+/// Reads the complex lines of `x` (last dim 1 = real, 2 = complex) along
+/// `axis`, maps each through `f`, and writes them back as a tensor whose
+/// `axis` has `out_len` entries and whose last dim is `out_c`.
+fn map_lines(
+    ctx: &RunCtx,
+    x: &Tensor,
+    axis: usize,
+    out_len: usize,
+    out_c: usize,
+    mut f: impl FnMut(&[C64], &mut [C64]),
+) -> OpResult<Tensor> {
+    let shape = x.shape();
+    let rank = shape.len();
+    let c = shape[rank - 1];
+    if c != 1 && c != 2 {
+        return Err(op_err!(
+            "the last dimension must be 1 (real) or 2 (complex) but is {c}"
+        ));
+    }
+    let outer: usize = shape[..axis].iter().product();
+    let len = shape[axis];
+    let inner: usize = shape[axis + 1..rank - 1].iter().product();
+    let mut out_shape = shape.to_vec();
+    out_shape[axis] = out_len;
+    out_shape[rank - 1] = out_c;
+    let total = onyx_tensor::numel(&out_shape)
+        .ok_or_else(|| op_err!("output shape {out_shape:?} is too large"))?;
+    ctx.check_alloc(total, 8)?;
+    let v = x.to_f64_vec()?;
+    let mut out = vec![0f64; total];
+    let mut line = vec![(0.0, 0.0); len];
+    let mut res = vec![(0.0, 0.0); out_len];
+    for o in 0..outer {
+        for i in 0..inner {
+            for (t, z) in line.iter_mut().enumerate() {
+                let at = ((o * len + t) * inner + i) * c;
+                *z = (v[at], if c == 2 { v[at + 1] } else { 0.0 });
+            }
+            f(&line, &mut res);
+            for (k, z) in res.iter().enumerate() {
+                let at = ((o * out_len + k) * inner + i) * out_c;
+                out[at] = z.0;
+                if out_c == 2 {
+                    out[at + 1] = z.1;
+                }
+            }
+        }
+    }
+    let t = Tensor::from_vec(out_shape, out)?;
+    cast_tensor(&t, x.dtype(), false)
+}
+
+fn positive_len(v: i64, what: &str) -> OpResult<usize> {
+    match usize::try_from(v) {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(op_err!("{what} must be positive but is {v}")),
+    }
+}
+
+fn run_dft(
+    ctx: &RunCtx,
+    x: &Tensor,
+    dft_length: Option<i64>,
+    axis: i64,
+    inverse: bool,
+    onesided: bool,
+) -> OpResult<Tensor> {
+    if !x.dtype().is_float() {
+        return Err(op_err!("DFT needs a float input, got {}", x.dtype()));
+    }
+    let rank = x.rank();
+    if rank < 2 {
+        return Err(op_err!(
+            "DFT needs rank 2 or more, got shape {:?}",
+            x.shape()
+        ));
+    }
+    let ax = norm_axis(axis, rank)?;
+    if ax == rank - 1 {
+        return Err(op_err!(
+            "axis {axis} names the last (complex) dimension; it must be a signal axis"
+        ));
+    }
+    let len = x.shape()[ax];
+    let n = match dft_length {
+        Some(d) => positive_len(d, "dft_length")?,
+        None if inverse && onesided => {
+            positive_len(2 * (len as i64 - 1), "the inferred dft_length")?
+        }
+        None => positive_len(len as i64, "the signal length")?,
+    };
+    let tw = twiddles(n);
+    let scale = 1.0 / n as f64;
+    if inverse && onesided {
+        // irfft: rebuild the full Hermitian spectrum, keep the real part
+        let half = n / 2 + 1;
+        let mut full = vec![(0.0, 0.0); n];
+        let mut tmp = vec![(0.0, 0.0); n];
+        return map_lines(ctx, x, ax, n, 1, |line, out| {
+            for (k, z) in full.iter_mut().enumerate() {
+                *z = if k < half {
+                    line.get(k).copied().unwrap_or((0.0, 0.0))
+                } else {
+                    let (r, i) = line.get(n - k).copied().unwrap_or((0.0, 0.0));
+                    (r, -i)
+                };
+            }
+            dft_line(&full, &tw, true, &mut tmp);
+            for (o, z) in out.iter_mut().zip(&tmp) {
+                *o = (z.0 * scale, 0.0);
+            }
+        });
+    }
+    let out_len = if onesided { n / 2 + 1 } else { n };
+    map_lines(ctx, x, ax, out_len, 2, |line, out| {
+        dft_line(line, &tw, inverse, out);
+        if inverse {
+            for z in out.iter_mut() {
+                *z = (z.0 * scale, z.1 * scale);
+            }
+        }
+    })
+}
+
+fn build_dft(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let opset = ctx.opset;
+    let attr_axis = ctx.node.attr_int("axis")?.unwrap_or(1);
+    let inverse = ctx.node.attr_int("inverse")?.unwrap_or(0) != 0;
+    let onesided = ctx.node.attr_int("onesided")?.unwrap_or(0) != 0;
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        let dft_length = match opt_tensor_in(inputs, 1)? {
+            Some(_) => Some(scalar_i64_in(inputs, 1)?),
+            None => None,
+        };
+        let axis = if opset >= 20 {
+            match opt_tensor_in(inputs, 2)? {
+                Some(_) => scalar_i64_in(inputs, 2)?,
+                None => -2,
+            }
+        } else {
+            attr_axis
+        };
+        Ok(vec![Value::Tensor(run_dft(
+            ctx, x, dft_length, axis, inverse, onesided,
+        )?)])
+    }))
+}
+
+fn build_stft(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let onesided = ctx.node.attr_int("onesided")?.unwrap_or(1) != 0;
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        if !x.dtype().is_float() {
+            return Err(op_err!("STFT needs a float signal, got {}", x.dtype()));
+        }
+        let (batch, n, c) = match x.shape() {
+            [b, n, c] if *c == 1 || *c == 2 => (*b, *n, *c),
+            s => {
+                return Err(op_err!(
+                    "STFT needs a signal of shape [batch, length, 1 or 2], got {s:?}"
+                ))
+            }
+        };
+        let step = positive_len(scalar_i64_in(inputs, 1)?, "frame_step")?;
+        let window = opt_tensor_in(inputs, 2)?
+            .map(|w| {
+                if w.rank() != 1 {
+                    return Err(op_err!("window must be 1-D but has shape {:?}", w.shape()));
+                }
+                Ok(w.to_f64_vec()?)
+            })
+            .transpose()?;
+        let frame_len = match opt_tensor_in(inputs, 3)? {
+            Some(_) => positive_len(scalar_i64_in(inputs, 3)?, "frame_length")?,
+            None => match &window {
+                Some(w) => positive_len(w.len() as i64, "the window length")?,
+                None => positive_len(n as i64, "the signal length")?,
+            },
+        };
+        if let Some(w) = &window {
+            if w.len() != frame_len {
+                return Err(op_err!(
+                    "window has {} values but frame_length is {frame_len}",
+                    w.len()
+                ));
+            }
+        }
+        if frame_len > n {
+            return Err(op_err!(
+                "frame_length {frame_len} is longer than the signal ({n})"
+            ));
+        }
+        let frames = (n - frame_len) / step + 1;
+        let bins = if onesided {
+            frame_len / 2 + 1
+        } else {
+            frame_len
+        };
+        let total = batch
+            .checked_mul(frames)
+            .and_then(|v| v.checked_mul(bins))
+            .and_then(|v| v.checked_mul(2))
+            .ok_or_else(|| op_err!("STFT output is too large"))?;
+        ctx.check_alloc(total, 8)?;
+        let v = x.to_f64_vec()?;
+        let tw = twiddles(frame_len);
+        let mut out = Vec::with_capacity(total);
+        let mut line = vec![(0.0, 0.0); frame_len];
+        let mut res = vec![(0.0, 0.0); bins];
+        for b in 0..batch {
+            for f in 0..frames {
+                for (t, z) in line.iter_mut().enumerate() {
+                    let at = (b * n + f * step + t) * c;
+                    let w = window.as_ref().map_or(1.0, |w| w[t]);
+                    *z = (v[at] * w, if c == 2 { v[at + 1] * w } else { 0.0 });
+                }
+                dft_line(&line, &tw, false, &mut res);
+                for z in &res {
+                    out.push(z.0);
+                    out.push(z.1);
+                }
+            }
+        }
+        let t = Tensor::from_vec(vec![batch, frames, bins, 2], out)?;
+        Ok(vec![Value::Tensor(cast_tensor(&t, x.dtype(), false)?)])
+    }))
+}
+
+#[derive(Clone, Copy)]
+enum Window {
+    Hann,
+    Hamming,
+    Blackman,
+}
+
+fn window_values(kind: Window, size: usize, periodic: bool) -> Vec<f64> {
+    let denom = if periodic {
+        size as f64
+    } else {
+        size as f64 - 1.0
+    };
+    let pi = std::f64::consts::PI;
+    (0..size)
+        .map(|i| {
+            let x = i as f64 / denom;
+            match kind {
+                Window::Hann => (pi * x).sin().powi(2),
+                Window::Hamming => {
+                    let alpha = 25.0 / 46.0;
+                    alpha - (1.0 - alpha) * (2.0 * pi * x).cos()
+                }
+                Window::Blackman => 0.42 - 0.5 * (2.0 * pi * x).cos() + 0.08 * (4.0 * pi * x).cos(),
+            }
+        })
+        .collect()
+}
+
+fn output_dtype(ctx: &BuildCtx) -> OpResult<DType> {
+    let code = ctx.node.attr_int("output_datatype")?.unwrap_or(1);
+    i32::try_from(code)
+        .ok()
+        .and_then(DType::from_onnx)
+        .ok_or_else(|| op_err!("attribute 'output_datatype' names unknown element type {code}"))
+}
+
+fn build_window(ctx: &BuildCtx, kind: Window) -> OpResult<Box<dyn Kernel>> {
+    let to = output_dtype(ctx)?;
+    let periodic = ctx.node.attr_int("periodic")?.unwrap_or(1) != 0;
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        let size = scalar_i64_in(inputs, 0)?;
+        let size = usize::try_from(size).map_err(|_| op_err!("window size {size} is negative"))?;
+        ctx.check_alloc(size, 8)?;
+        let t = Tensor::from_vec(vec![size], window_values(kind, size, periodic))?;
+        Ok(vec![Value::Tensor(cast_tensor(&t, to, true)?)])
+    }))
+}
+
+/// The MelWeightMatrix, `[dft_length / 2 + 1, num_mel_bins]`, as f64.
+fn mel_weights(
+    ctx: &RunCtx,
+    num_mel_bins: i64,
+    dft_length: i64,
+    sample_rate: i64,
+    lower_hz: f64,
+    upper_hz: f64,
+) -> OpResult<(Vec<usize>, Vec<f64>)> {
+    let mels = usize::try_from(num_mel_bins)
+        .map_err(|_| op_err!("num_mel_bins {num_mel_bins} is negative"))?;
+    let dft =
+        usize::try_from(dft_length).map_err(|_| op_err!("dft_length {dft_length} is negative"))?;
+    if sample_rate <= 0 {
+        return Err(op_err!("sample_rate must be positive but is {sample_rate}"));
+    }
+    let spec_bins = dft / 2 + 1;
+    let total = spec_bins
+        .checked_mul(mels)
+        .ok_or_else(|| op_err!("MelWeightMatrix output is too large"))?;
+    ctx.check_alloc(total, 8)?;
+    // the mel edges in float32, as the reference computes them
+    let to_mel = |hz: f64| (2595.0f32 * ((hz as f32) / 700.0).ln_1p() / 10f32.ln()) as f64;
+    let low = to_mel(lower_hz);
+    let high = to_mel(upper_hz);
+    let step = (high - low) / (mels + 2) as f64;
+    let points: Vec<i64> = (0..mels + 2)
+        .map(|i| {
+            let mel = i as f64 * step + low;
+            let hz = 700.0 * (mel / 2595.0 * 10f64.ln()).exp_m1();
+            (((dft_length + 1) as f64 * hz) / sample_rate as f64).floor() as i64
+        })
+        .collect();
+    let mut out = vec![0f64; total];
+    let mut set = |row: i64, col: usize, v: f64| -> OpResult<()> {
+        let r = usize::try_from(row)
+            .ok()
+            .filter(|&r| r < spec_bins)
+            .ok_or_else(|| op_err!("mel filter edge {row} is outside 0..{spec_bins}"))?;
+        out[r * mels + col] = v;
+        Ok(())
+    };
+    for i in 0..mels {
+        let (lo, center, hi) = (points[i], points[i + 1], points[i + 2]);
+        let up = center - lo;
+        if up == 0 {
+            set(center, i, 1.0)?;
+        } else {
+            for j in lo..=center {
+                set(j, i, (j - lo) as f64 / up as f64)?;
+            }
+        }
+        let down = hi - center;
+        if down > 0 {
+            for j in center..hi {
+                set(j, i, (hi - j) as f64 / down as f64)?;
+            }
+        }
+    }
+    Ok((vec![spec_bins, mels], out))
+}
+
+fn build_mel_weight_matrix(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let to = output_dtype(ctx)?;
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        let f = |i: usize| -> OpResult<f64> {
+            match tensor_in(inputs, i)?.to_f64_vec()?.as_slice() {
+                [x] => Ok(*x),
+                _ => Err(op_err!("input {i} should be a scalar")),
+            }
+        };
+        let (shape, v) = mel_weights(
+            ctx,
+            scalar_i64_in(inputs, 0)?,
+            scalar_i64_in(inputs, 1)?,
+            scalar_i64_in(inputs, 2)?,
+            f(3)?,
+            f(4)?,
+        )?;
+        let t = Tensor::from_vec(shape, v)?;
+        Ok(vec![Value::Tensor(cast_tensor(&t, to, true)?)])
+    }))
+}
+
 pub fn register(r: &mut Registry) {
     r.add("", "Dropout", build_dropout);
+    r.add("", "DFT", build_dft);
+    r.add("", "STFT", build_stft);
+    r.add("", "HannWindow", |c| build_window(c, Window::Hann));
+    r.add("", "HammingWindow", |c| build_window(c, Window::Hamming));
+    r.add("", "BlackmanWindow", |c| build_window(c, Window::Blackman));
+    r.add("", "MelWeightMatrix", build_mel_weight_matrix);
 }
 
 #[cfg(test)]
@@ -105,5 +513,35 @@ mod tests {
         assert!(v.iter().all(|x| (0.0..1.0).contains(x)));
         let mean = v.iter().sum::<f64>() / 1000.0;
         assert!((mean - 0.5).abs() < 0.05);
+    }
+
+    #[test]
+    fn dft_of_a_short_line() {
+        // DFT of [1, 2, 3, 4] is [10, -2+2i, -2, -2-2i]
+        let x = [(1.0, 0.0), (2.0, 0.0), (3.0, 0.0), (4.0, 0.0)];
+        let tw = twiddles(4);
+        let mut out = [(0.0, 0.0); 4];
+        dft_line(&x, &tw, false, &mut out);
+        let want = [(10.0, 0.0), (-2.0, 2.0), (-2.0, 0.0), (-2.0, -2.0)];
+        for (a, b) in out.iter().zip(&want) {
+            assert!((a.0 - b.0).abs() < 1e-9 && (a.1 - b.1).abs() < 1e-9);
+        }
+        // the inverse (unscaled) gives back 4x the signal
+        let mut back = [(0.0, 0.0); 4];
+        dft_line(&out, &tw, true, &mut back);
+        for (a, b) in back.iter().zip(&x) {
+            assert!((a.0 - 4.0 * b.0).abs() < 1e-9 && a.1.abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn windows() {
+        let h = window_values(Window::Hann, 4, true);
+        let want = [0.0, 0.5, 1.0, 0.5];
+        assert!(h.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12));
+        let b = window_values(Window::Blackman, 3, false);
+        assert!((b[0]).abs() < 1e-12 && (b[1] - 1.0).abs() < 1e-12);
+        let m = window_values(Window::Hamming, 2, true);
+        assert!((m[0] - (25.0 / 46.0 - 21.0 / 46.0)).abs() < 1e-12);
     }
 }
