@@ -123,7 +123,12 @@ fn build_loop(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
                 "Loop has {given} loop-carried inputs but its body expects {n_carried}"
             ));
         }
-        let mut carried: Vec<Option<Value>> = inputs[2..].iter().map(|v| v.cloned()).collect();
+        let mut carried: Vec<Option<Value>> = inputs
+            .get(2..)
+            .unwrap_or(&[])
+            .iter()
+            .map(|v| v.cloned())
+            .collect();
         let mut scans: Vec<Vec<Value>> = vec![Vec::new(); n_scan];
         let mut i: i64 = 0;
         while cond && !matches!(max_trip, Some(m) if i >= m) {

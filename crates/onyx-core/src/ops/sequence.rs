@@ -506,4 +506,66 @@ mod tests {
         assert_eq!(d, Some(DType::Int64));
         assert_eq!(items.len(), 2);
     }
+
+    #[test]
+    fn split_insert_and_concat_in_a_model() {
+        use std::collections::BTreeMap;
+
+        use crate::ir::{Attr, Graph, Model, Node, ValueInfo};
+        use crate::{Session, SessionOptions};
+
+        let node = |op: &str, ins: &[&str], outs: &[&str], attrs: Vec<(&str, Attr)>| Node {
+            name: String::new(),
+            op_type: op.into(),
+            domain: String::new(),
+            inputs: ins.iter().map(|s| s.to_string()).collect(),
+            outputs: outs.iter().map(|s| s.to_string()).collect(),
+            attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+        let vi = |n: &str| ValueInfo {
+            name: n.into(),
+            ty: None,
+        };
+        let graph = Graph {
+            nodes: vec![
+                node(
+                    "SplitToSequence",
+                    &["x"],
+                    &["s"],
+                    vec![("axis", Attr::Int(1)), ("keepdims", Attr::Int(0))],
+                ),
+                node("SequenceInsert", &["s", "x0", "p"], &["s2"], vec![]),
+                node("SequenceLength", &["s2"], &["n"], vec![]),
+                node("SequenceAt", &["s2", "p"], &["at"], vec![]),
+                node(
+                    "ConcatFromSequence",
+                    &["s2"],
+                    &["y"],
+                    vec![("axis", Attr::Int(-1)), ("new_axis", Attr::Int(1))],
+                ),
+            ],
+            inputs: vec![vi("x"), vi("x0"), vi("p")],
+            outputs: vec![vi("n"), vi("at"), vi("y")],
+            ..Graph::default()
+        };
+        let model = Model {
+            opsets: BTreeMap::from([(String::new(), 17)]),
+            graph,
+            ..Model::default()
+        };
+        let s = Session::from_model(model, SessionOptions::default()).unwrap();
+        let out = s
+            .run(vec![
+                ("x".into(), t(vec![2, 2], vec![1, 2, 3, 4]).into()),
+                ("x0".into(), t(vec![2], vec![9, 9]).into()),
+                ("p".into(), Tensor::scalar(0i64).into()),
+            ])
+            .unwrap();
+        let ints = |v: &Value| v.as_tensor().unwrap().to_i64_vec().unwrap();
+        assert_eq!(ints(&out[0]), vec![3]);
+        assert_eq!(ints(&out[1]), vec![9, 9]);
+        // items [9 9], [1 3], [2 4] stacked on a new last axis
+        assert_eq!(out[2].as_tensor().unwrap().shape(), &[2, 3]);
+        assert_eq!(ints(&out[2]), vec![9, 1, 2, 9, 3, 4]);
+    }
 }
