@@ -1,5 +1,6 @@
 //! Dropout and the signal-processing operators: DFT, STFT, HannWindow,
-//! HammingWindow, BlackmanWindow and MelWeightMatrix.
+//! HammingWindow, BlackmanWindow and MelWeightMatrix; and the
+//! ai.onnx.preview.training optimizers Adagrad, Adam and Momentum.
 //!
 //! Dropout in inference (or with ratio 0) is the identity with an all-true
 //! mask. Opset 12+ reads `ratio` and `training_mode` from inputs; earlier
@@ -492,6 +493,182 @@ fn build_mel_weight_matrix(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     }))
 }
 
+/// Which ai.onnx.preview.training optimizer a node applies.
+#[derive(Clone, Copy)]
+enum Optimizer {
+    Adagrad {
+        decay: f64,
+        epsilon: f64,
+        norm: f64,
+    },
+    Adam {
+        alpha: f64,
+        beta: f64,
+        epsilon: f64,
+        norm: f64,
+        norm_post: f64,
+    },
+    Momentum {
+        alpha: f64,
+        beta: f64,
+        norm: f64,
+        nesterov: bool,
+    },
+}
+
+impl Optimizer {
+    /// Tensors per optimized value: X, G and one or two states.
+    fn group(self) -> usize {
+        match self {
+            Optimizer::Adam { .. } => 4,
+            _ => 3,
+        }
+    }
+}
+
+fn build_optimizer(ctx: &BuildCtx, kind: &str) -> OpResult<Box<dyn Kernel>> {
+    let n = ctx.node;
+    let f = |name: &str, default: Option<f32>| -> OpResult<f64> {
+        n.attr_float(name)?
+            .or(default)
+            .map(f64::from)
+            .ok_or_else(|| op_err!("attribute '{name}' is required"))
+    };
+    let opt = match kind {
+        "Adagrad" => Optimizer::Adagrad {
+            decay: f("decay_factor", Some(0.0))?,
+            epsilon: f("epsilon", Some(1e-6))?,
+            norm: f("norm_coefficient", Some(0.0))?,
+        },
+        "Adam" => Optimizer::Adam {
+            alpha: f("alpha", Some(0.9))?,
+            beta: f("beta", Some(0.999))?,
+            epsilon: f("epsilon", Some(1e-6))?,
+            norm: f("norm_coefficient", Some(0.0))?,
+            norm_post: f("norm_coefficient_post", Some(0.0))?,
+        },
+        _ => {
+            let mode = n
+                .attr_string("mode")?
+                .ok_or_else(|| op_err!("attribute 'mode' is required"))?;
+            let nesterov = match mode.as_str() {
+                "standard" => false,
+                "nesterov" => true,
+                other => return Err(op_err!("unknown Momentum mode '{other}'")),
+            };
+            Optimizer::Momentum {
+                alpha: f("alpha", None)?,
+                beta: f("beta", None)?,
+                norm: f("norm_coefficient", None)?,
+                nesterov,
+            }
+        }
+    };
+    Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
+        run_optimizer(opt, inputs)
+    }))
+}
+
+fn run_optimizer(opt: Optimizer, inputs: &[Option<&Value>]) -> OpResult<Vec<Value>> {
+    let r =
+        opt_scalar_f64_in(inputs, 0)?.ok_or_else(|| op_err!("the learning rate R is missing"))?;
+    let t = scalar_i64_in(inputs, 1)? as f64;
+    let g = opt.group();
+    let rest = inputs.len().saturating_sub(2);
+    let count = rest / g;
+    if count == 0 || count * g != rest {
+        return Err(op_err!(
+            "expected 2 + {g} x N inputs but got {}",
+            inputs.len()
+        ));
+    }
+    // outputs: all new X, then each state kind for all values
+    let mut outs: Vec<Vec<Value>> = vec![Vec::with_capacity(count); g - 1];
+    for i in 0..count {
+        let ts: Vec<&Tensor> = (0..g)
+            .map(|k| tensor_in(inputs, 2 + k * count + i))
+            .collect::<OpResult<_>>()?;
+        let x = ts[0];
+        let vals: Vec<Vec<f64>> = ts
+            .iter()
+            .map(|t| {
+                if t.shape() != x.shape() {
+                    return Err(op_err!(
+                        "optimizer inputs have shapes {:?} and {:?}",
+                        x.shape(),
+                        t.shape()
+                    ));
+                }
+                Ok(t.to_f64_vec()?)
+            })
+            .collect::<OpResult<_>>()?;
+        let len = x.len();
+        let mut new: Vec<Vec<f64>> = vec![Vec::with_capacity(len); g - 1];
+        // j indexes X, G and the states alike
+        #[allow(clippy::needless_range_loop)]
+        for j in 0..len {
+            let (xv, gv) = (vals[0][j], vals[1][j]);
+            match opt {
+                Optimizer::Adagrad {
+                    decay,
+                    epsilon,
+                    norm,
+                } => {
+                    let rate = r / (1.0 + t * decay);
+                    let gr = norm * xv + gv;
+                    let h = vals[2][j] + gr * gr;
+                    new[0].push(xv - rate * gr / (h.sqrt() + epsilon));
+                    new[1].push(h);
+                }
+                Optimizer::Adam {
+                    alpha,
+                    beta,
+                    epsilon,
+                    norm,
+                    norm_post,
+                } => {
+                    let gr = norm * xv + gv;
+                    let v = alpha * vals[2][j] + (1.0 - alpha) * gr;
+                    let h = beta * vals[3][j] + (1.0 - beta) * gr * gr;
+                    let rate = if t > 0.0 {
+                        r * (1.0 - beta.powf(t)).sqrt() / (1.0 - alpha.powf(t))
+                    } else {
+                        r
+                    };
+                    let xn = xv - rate * (v / (h.sqrt() + epsilon));
+                    new[0].push((1.0 - norm_post) * xn);
+                    new[1].push(v);
+                    new[2].push(h);
+                }
+                Optimizer::Momentum {
+                    alpha,
+                    beta,
+                    norm,
+                    nesterov,
+                } => {
+                    let gr = norm * xv + gv;
+                    let b = if t > 0.0 { beta } else { 1.0 };
+                    let v = alpha * vals[2][j] + b * gr;
+                    let xn = if nesterov {
+                        xv - r * (gr + alpha * v)
+                    } else {
+                        xv - r * v
+                    };
+                    new[0].push(xn);
+                    new[1].push(v);
+                }
+            }
+        }
+        for (k, v) in new.into_iter().enumerate() {
+            // output k has the type of input group k (X, then the states)
+            let like = if k == 0 { ts[0] } else { ts[k + 1] };
+            let out = Tensor::from_vec(like.shape().to_vec(), v)?;
+            outs[k].push(Value::Tensor(cast_tensor(&out, like.dtype(), false)?));
+        }
+    }
+    Ok(outs.into_iter().flatten().collect())
+}
+
 pub fn register(r: &mut Registry) {
     r.add("", "Dropout", build_dropout);
     r.add("", "DFT", build_dft);
@@ -500,6 +677,10 @@ pub fn register(r: &mut Registry) {
     r.add("", "HammingWindow", |c| build_window(c, Window::Hamming));
     r.add("", "BlackmanWindow", |c| build_window(c, Window::Blackman));
     r.add("", "MelWeightMatrix", build_mel_weight_matrix);
+    const TRAINING: &str = "ai.onnx.preview.training";
+    r.add(TRAINING, "Adagrad", |c| build_optimizer(c, "Adagrad"));
+    r.add(TRAINING, "Adam", |c| build_optimizer(c, "Adam"));
+    r.add(TRAINING, "Momentum", |c| build_optimizer(c, "Momentum"));
 }
 
 #[cfg(test)]
@@ -543,5 +724,26 @@ mod tests {
         assert!((b[0]).abs() < 1e-12 && (b[1] - 1.0).abs() < 1e-12);
         let m = window_values(Window::Hamming, 2, true);
         assert!((m[0] - (25.0 / 46.0 - 21.0 / 46.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn momentum_step() {
+        let opt = Optimizer::Momentum {
+            alpha: 0.9,
+            beta: 0.5,
+            norm: 0.0,
+            nesterov: false,
+        };
+        let r = Value::Tensor(Tensor::scalar(0.1f32));
+        let t = Value::Tensor(Tensor::scalar(0i64));
+        let x = Value::Tensor(Tensor::from_vec(vec![1], vec![1.0f32]).unwrap());
+        let g = Value::Tensor(Tensor::from_vec(vec![1], vec![2.0f32]).unwrap());
+        let v = Value::Tensor(Tensor::from_vec(vec![1], vec![0.0f32]).unwrap());
+        let out = run_optimizer(opt, &[Some(&r), Some(&t), Some(&x), Some(&g), Some(&v)]).unwrap();
+        // first step: beta is taken as 1, so v = 2 and x = 1 - 0.1 * 2
+        let x1 = out[0].as_tensor().unwrap().as_slice::<f32>().unwrap()[0];
+        let v1 = out[1].as_tensor().unwrap().as_slice::<f32>().unwrap()[0];
+        assert!((x1 - 0.8).abs() < 1e-6 && (v1 - 2.0).abs() < 1e-6);
+        assert!(run_optimizer(opt, &[Some(&r), Some(&t), Some(&x)]).is_err());
     }
 }
