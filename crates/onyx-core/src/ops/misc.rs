@@ -1,6 +1,7 @@
 //! Dropout and the signal-processing operators: DFT, STFT, HannWindow,
 //! HammingWindow, BlackmanWindow and MelWeightMatrix; and the
-//! ai.onnx.preview.training optimizers Adagrad, Adam and Momentum.
+//! ai.onnx.preview.training optimizers Adagrad, Adam and Momentum; and the
+//! small ai.onnx.ml operators Binarizer, ArrayFeatureExtractor and LabelEncoder.
 //!
 //! Dropout in inference (or with ratio 0) is the identity with an all-true
 //! mask. Opset 12+ reads `ratio` and `training_mode` from inputs; earlier
@@ -669,6 +670,187 @@ fn run_optimizer(opt: Optimizer, inputs: &[Option<&Value>]) -> OpResult<Vec<Valu
     Ok(outs.into_iter().flatten().collect())
 }
 
+fn build_binarizer(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let threshold = f64::from(ctx.node.attr_float("threshold")?.unwrap_or(0.0));
+    Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        if x.dtype() == DType::String || x.dtype() == DType::Bool {
+            return Err(op_err!(
+                "Binarizer needs a numeric input, got {}",
+                x.dtype()
+            ));
+        }
+        let v: Vec<f64> = x
+            .to_f64_vec()?
+            .into_iter()
+            .map(|a| if a > threshold { 1.0 } else { 0.0 })
+            .collect();
+        let t = Tensor::from_vec(x.shape().to_vec(), v)?;
+        Ok(vec![Value::Tensor(cast_tensor(&t, x.dtype(), false)?)])
+    }))
+}
+
+fn run_array_feature_extractor(_: &RunCtx, inputs: &[Option<&Value>]) -> OpResult<Vec<Value>> {
+    let x = tensor_in(inputs, 0)?;
+    let idx = tensor_in(inputs, 1)?.to_i64_vec()?;
+    let shape = x.shape();
+    let last = *shape
+        .last()
+        .ok_or_else(|| op_err!("ArrayFeatureExtractor needs an input of rank 1 or more"))?;
+    let cols: Vec<usize> = idx
+        .iter()
+        .map(|&i| {
+            usize::try_from(i)
+                .ok()
+                .filter(|&i| i < last)
+                .ok_or_else(|| op_err!("index {i} is out of range for a last dimension of {last}"))
+        })
+        .collect::<OpResult<_>>()?;
+    let rows = x.len() / last.max(1);
+    let out_shape = if shape.len() == 1 {
+        vec![1, cols.len()]
+    } else {
+        let mut s = shape[..shape.len() - 1].to_vec();
+        s.push(cols.len());
+        s
+    };
+    let rows = if last == 0 { 0 } else { rows };
+    let picks = (0..rows).flat_map(|r| cols.iter().map(move |&c| r * last + c));
+    Ok(vec![Value::Tensor(x.gather_flat(out_shape, picks)?)])
+}
+
+/// A LabelEncoder key: strings and integers exactly, floats by bit pattern.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    S(String),
+    I(i64),
+    F(u64),
+}
+
+fn float_key(x: f64) -> Key {
+    if x.is_nan() {
+        Key::F(f64::NAN.to_bits())
+    } else {
+        Key::F((x + 0.0).to_bits())
+    }
+}
+
+fn keys_of(t: &Tensor) -> OpResult<Vec<Key>> {
+    Ok(match t.data() {
+        onyx_tensor::Data::Str(v) => v.iter().cloned().map(Key::S).collect(),
+        _ if t.dtype().is_float() => t.to_f64_vec()?.into_iter().map(float_key).collect(),
+        _ => t.to_i64_vec()?.into_iter().map(Key::I).collect(),
+    })
+}
+
+fn build_label_encoder(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let n = ctx.node;
+    let list = |t: Result<Tensor, onyx_tensor::TensorError>| t.map_err(super::OpError::from);
+    // opset 1: classes_strings maps strings to their index and back
+    if let Some(classes) = n.attr_strings("classes_strings")? {
+        let count = classes.len();
+        let str_keys = list(Tensor::from_vec(vec![count], classes))?;
+        let idx = list(Tensor::from_vec(vec![count], (0..count as i64).collect()))?;
+        let default_int = n.attr_int("default_int64")?.unwrap_or(-1);
+        let default_str = n
+            .attr_string("default_string")?
+            .unwrap_or_else(|| "_Unused".into());
+        let to_int = LabelTable::new(&str_keys, &idx, Tensor::scalar(default_int))?;
+        let to_str = LabelTable::new(&idx, &str_keys, Tensor::scalar(default_str))?;
+        return Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+            let x = tensor_in(inputs, 0)?;
+            let table = if x.dtype() == DType::String {
+                &to_int
+            } else {
+                &to_str
+            };
+            table.apply(ctx, x)
+        }));
+    }
+    let keys = if let Some(t) = n.attr_tensor("keys_tensor")? {
+        t
+    } else if let Some(v) = n.attr_strings("keys_strings")? {
+        list(Tensor::from_vec(vec![v.len()], v))?
+    } else if let Some(v) = n.attr_ints("keys_int64s")? {
+        list(Tensor::from_vec(vec![v.len()], v))?
+    } else if let Some(v) = n.attr_floats("keys_floats")? {
+        list(Tensor::from_vec(vec![v.len()], v))?
+    } else {
+        return Err(op_err!("LabelEncoder has no keys attribute"));
+    };
+    let (values, default) = if let Some(t) = n.attr_tensor("values_tensor")? {
+        let d = match n.attr_tensor("default_tensor")? {
+            Some(d) => d,
+            None if t.dtype() == DType::String => Tensor::scalar("_Unused".to_string()),
+            None if t.dtype().is_float() => cast_tensor(&Tensor::scalar(-0.0f64), t.dtype(), true)?,
+            None => cast_tensor(&Tensor::scalar(-1i64), t.dtype(), true)?,
+        };
+        (t, d)
+    } else if let Some(v) = n.attr_strings("values_strings")? {
+        let d = n
+            .attr_string("default_string")?
+            .unwrap_or_else(|| "_Unused".into());
+        (list(Tensor::from_vec(vec![v.len()], v))?, Tensor::scalar(d))
+    } else if let Some(v) = n.attr_ints("values_int64s")? {
+        let d = n.attr_int("default_int64")?.unwrap_or(-1);
+        (list(Tensor::from_vec(vec![v.len()], v))?, Tensor::scalar(d))
+    } else if let Some(v) = n.attr_floats("values_floats")? {
+        let d = n.attr_float("default_float")?.unwrap_or(-0.0);
+        (list(Tensor::from_vec(vec![v.len()], v))?, Tensor::scalar(d))
+    } else {
+        return Err(op_err!("LabelEncoder has no values attribute"));
+    };
+    let table = LabelTable::new(&keys, &values, default)?;
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        table.apply(ctx, tensor_in(inputs, 0)?)
+    }))
+}
+
+/// Key -> position in `values`, whose last entry is the default.
+struct LabelTable {
+    index: std::collections::HashMap<Key, usize>,
+    values: Tensor,
+}
+
+impl LabelTable {
+    fn new(keys: &Tensor, values: &Tensor, default: Tensor) -> OpResult<LabelTable> {
+        if keys.len() != values.len() {
+            return Err(op_err!(
+                "LabelEncoder has {} keys but {} values",
+                keys.len(),
+                values.len()
+            ));
+        }
+        if default.len() != 1 || default.dtype() != values.dtype() {
+            return Err(op_err!(
+                "the default should be one {} value",
+                values.dtype()
+            ));
+        }
+        let mut index = std::collections::HashMap::new();
+        for (i, k) in keys_of(keys)?.into_iter().enumerate() {
+            index.entry(k).or_insert(i);
+        }
+        let flat = values.clone().reshape(vec![values.len()])?;
+        let def = default.reshape(vec![1])?;
+        let values = super::sequence::concat_parts(&[&flat, &def], 0, false)?;
+        Ok(LabelTable { index, values })
+    }
+
+    fn apply(&self, ctx: &RunCtx, x: &Tensor) -> OpResult<Vec<Value>> {
+        ctx.check_alloc(x.len(), self.values.dtype().size_in_memory().max(1))?;
+        let missing = self.values.len() - 1;
+        let picks: Vec<usize> = keys_of(x)?
+            .iter()
+            .map(|k| self.index.get(k).copied().unwrap_or(missing))
+            .collect();
+        Ok(vec![Value::Tensor(
+            self.values
+                .gather_flat(x.shape().to_vec(), picks.into_iter())?,
+        )])
+    }
+}
+
 pub fn register(r: &mut Registry) {
     r.add("", "Dropout", build_dropout);
     r.add("", "DFT", build_dft);
@@ -681,6 +863,11 @@ pub fn register(r: &mut Registry) {
     r.add(TRAINING, "Adagrad", |c| build_optimizer(c, "Adagrad"));
     r.add(TRAINING, "Adam", |c| build_optimizer(c, "Adam"));
     r.add(TRAINING, "Momentum", |c| build_optimizer(c, "Momentum"));
+    r.add("ai.onnx.ml", "Binarizer", build_binarizer);
+    r.add("ai.onnx.ml", "ArrayFeatureExtractor", |_| {
+        Ok(Box::new(run_array_feature_extractor))
+    });
+    r.add("ai.onnx.ml", "LabelEncoder", build_label_encoder);
 }
 
 #[cfg(test)]
@@ -745,5 +932,77 @@ mod tests {
         let v1 = out[1].as_tensor().unwrap().as_slice::<f32>().unwrap()[0];
         assert!((x1 - 0.8).abs() < 1e-6 && (v1 - 2.0).abs() < 1e-6);
         assert!(run_optimizer(opt, &[Some(&r), Some(&t), Some(&x)]).is_err());
+    }
+
+    #[test]
+    fn ml_operators_in_a_model() {
+        use std::collections::BTreeMap;
+
+        use crate::ir::{Attr, Graph, Model, Node, ValueInfo};
+        use crate::{Session, SessionOptions};
+
+        let node = |op: &str, ins: &[&str], outs: &[&str], attrs: Vec<(&str, Attr)>| Node {
+            name: String::new(),
+            op_type: op.into(),
+            domain: "ai.onnx.ml".into(),
+            inputs: ins.iter().map(|s| s.to_string()).collect(),
+            outputs: outs.iter().map(|s| s.to_string()).collect(),
+            attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+        let vi = |n: &str| ValueInfo {
+            name: n.into(),
+            ty: None,
+        };
+        let graph = Graph {
+            nodes: vec![
+                node(
+                    "LabelEncoder",
+                    &["s"],
+                    &["codes"],
+                    vec![
+                        ("keys_strings", Attr::Strings(vec!["a".into(), "b".into()])),
+                        ("values_int64s", Attr::Ints(vec![10, 20])),
+                        ("default_int64", Attr::Int(7)),
+                    ],
+                ),
+                node("ArrayFeatureExtractor", &["x", "i"], &["picked"], vec![]),
+                node(
+                    "Binarizer",
+                    &["x"],
+                    &["bin"],
+                    vec![("threshold", Attr::Float(2.5))],
+                ),
+            ],
+            inputs: vec![vi("s"), vi("x"), vi("i")],
+            outputs: vec![vi("codes"), vi("picked"), vi("bin")],
+            ..Graph::default()
+        };
+        let model = Model {
+            opsets: BTreeMap::from([(String::new(), 17), ("ai.onnx.ml".to_string(), 3)]),
+            graph,
+            ..Model::default()
+        };
+        let s = Session::from_model(model, SessionOptions::default()).unwrap();
+        let strs = vec!["b".to_string(), "z".into(), "a".into()];
+        let out = s
+            .run(vec![
+                ("s".into(), Tensor::from_vec(vec![3], strs).unwrap().into()),
+                (
+                    "x".into(),
+                    Tensor::from_vec(vec![2, 2], vec![1.0f32, 2.0, 3.0, 4.0])
+                        .unwrap()
+                        .into(),
+                ),
+                (
+                    "i".into(),
+                    Tensor::from_vec(vec![1], vec![1i64]).unwrap().into(),
+                ),
+            ])
+            .unwrap();
+        let t = |v: &Value| v.as_tensor().unwrap().clone();
+        assert_eq!(t(&out[0]).to_i64_vec().unwrap(), vec![20, 7, 10]);
+        assert_eq!(t(&out[1]).shape(), &[2, 1]);
+        assert_eq!(t(&out[1]).as_slice::<f32>().unwrap(), &[2.0, 4.0]);
+        assert_eq!(t(&out[2]).as_slice::<f32>().unwrap(), &[0.0, 0.0, 1.0, 1.0]);
     }
 }
