@@ -1,7 +1,8 @@
 //! Dropout and the signal-processing operators: DFT, STFT, HannWindow,
 //! HammingWindow, BlackmanWindow and MelWeightMatrix; and the
 //! ai.onnx.preview.training optimizers Adagrad, Adam and Momentum; and the
-//! small ai.onnx.ml operators Binarizer, ArrayFeatureExtractor and LabelEncoder.
+//! small ai.onnx.ml operators Binarizer, ArrayFeatureExtractor, LabelEncoder
+//! and TreeEnsemble.
 //!
 //! Dropout in inference (or with ratio 0) is the identity with an all-true
 //! mask. Opset 12+ reads `ratio` and `training_mode` from inputs; earlier
@@ -851,6 +852,256 @@ impl LabelTable {
     }
 }
 
+/// A parsed ai.onnx.ml TreeEnsemble (opset 5).
+struct Trees {
+    modes: Vec<u8>,
+    splits: Vec<f64>,
+    features: Vec<usize>,
+    true_ids: Vec<usize>,
+    false_ids: Vec<usize>,
+    true_leaf: Vec<bool>,
+    false_leaf: Vec<bool>,
+    missing_true: Vec<bool>,
+    /// The member set of each BRANCH_MEMBER node (empty for other modes).
+    members: Vec<Vec<f64>>,
+    leaf_targets: Vec<usize>,
+    leaf_weights: Vec<f64>,
+    roots: Vec<usize>,
+    n_targets: usize,
+    aggregate: i64,
+    post: i64,
+}
+
+fn build_tree_ensemble(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let n = ctx.node;
+    let ints = |name: &str| -> OpResult<Vec<i64>> {
+        n.attr_ints(name)?
+            .ok_or_else(|| op_err!("attribute '{name}' is required"))
+    };
+    let tensor = |name: &str| -> OpResult<Tensor> {
+        n.attr_tensor(name)?
+            .ok_or_else(|| op_err!("attribute '{name}' is required"))
+    };
+    let count = |v: Vec<i64>, what: &str| -> OpResult<Vec<usize>> {
+        v.into_iter()
+            .map(|i| usize::try_from(i).map_err(|_| op_err!("'{what}' holds negative index {i}")))
+            .collect()
+    };
+    let modes: Vec<u8> = tensor("nodes_modes")?
+        .to_i64_vec()?
+        .into_iter()
+        .map(|m| match u8::try_from(m) {
+            Ok(m) if m <= 6 => Ok(m),
+            _ => Err(op_err!("unknown node mode {m}")),
+        })
+        .collect::<OpResult<_>>()?;
+    let nodes = modes.len();
+    let splits = tensor("nodes_splits")?.to_f64_vec()?;
+    let features = count(ints("nodes_featureids")?, "nodes_featureids")?;
+    let true_ids = count(ints("nodes_truenodeids")?, "nodes_truenodeids")?;
+    let false_ids = count(ints("nodes_falsenodeids")?, "nodes_falsenodeids")?;
+    let true_leaf: Vec<bool> = ints("nodes_trueleafs")?.iter().map(|&v| v != 0).collect();
+    let false_leaf: Vec<bool> = ints("nodes_falseleafs")?.iter().map(|&v| v != 0).collect();
+    let missing_true: Vec<bool> = match n.attr_ints("nodes_missing_value_tracks_true")? {
+        Some(v) => v.iter().map(|&x| x != 0).collect(),
+        None => vec![false; nodes],
+    };
+    let lens = [
+        splits.len(),
+        features.len(),
+        true_ids.len(),
+        false_ids.len(),
+        true_leaf.len(),
+        false_leaf.len(),
+        missing_true.len(),
+    ];
+    if lens.iter().any(|&l| l != nodes) {
+        return Err(op_err!(
+            "the nodes_* attributes have different lengths: {nodes} modes and {lens:?}"
+        ));
+    }
+    let leaf_targets = count(ints("leaf_targetids")?, "leaf_targetids")?;
+    let leaf_weights = tensor("leaf_weights")?.to_f64_vec()?;
+    if leaf_targets.len() != leaf_weights.len() {
+        return Err(op_err!(
+            "{} leaf_targetids but {} leaf_weights",
+            leaf_targets.len(),
+            leaf_weights.len()
+        ));
+    }
+    let n_targets = n
+        .attr_int("n_targets")?
+        .ok_or_else(|| op_err!("attribute 'n_targets' is required"))?;
+    let n_targets =
+        usize::try_from(n_targets).map_err(|_| op_err!("n_targets {n_targets} is negative"))?;
+    if let Some(t) = leaf_targets.iter().find(|&&t| t >= n_targets) {
+        return Err(op_err!(
+            "leaf target {t} is not below n_targets {n_targets}"
+        ));
+    }
+    let mut members = vec![Vec::new(); nodes];
+    let member_nodes: Vec<usize> = (0..nodes).filter(|&i| modes[i] == 6).collect();
+    if !member_nodes.is_empty() {
+        let values = tensor("membership_values")?.to_f64_vec()?;
+        let sets: Vec<Vec<f64>> = values.split(|v| v.is_nan()).map(|s| s.to_vec()).collect();
+        if sets.len() < member_nodes.len() {
+            return Err(op_err!(
+                "membership_values has {} sets for {} BRANCH_MEMBER nodes",
+                sets.len(),
+                member_nodes.len()
+            ));
+        }
+        for (node, set) in member_nodes.into_iter().zip(sets) {
+            members[node] = set;
+        }
+    }
+    let roots = count(ints("tree_roots")?, "tree_roots")?;
+    if let Some(r) = roots.iter().find(|&&r| r >= nodes) {
+        return Err(op_err!("tree root {r} is not a node (there are {nodes})"));
+    }
+    let aggregate = n.attr_int("aggregate_function")?.unwrap_or(1);
+    if !(0..=3).contains(&aggregate) {
+        return Err(op_err!("unknown aggregate_function {aggregate}"));
+    }
+    let post = n.attr_int("post_transform")?.unwrap_or(0);
+    if !(0..=3).contains(&post) {
+        return Err(op_err!("post_transform {post} is not supported"));
+    }
+    let trees = Trees {
+        modes,
+        splits,
+        features,
+        true_ids,
+        false_ids,
+        true_leaf,
+        false_leaf,
+        missing_true,
+        members,
+        leaf_targets,
+        leaf_weights,
+        roots,
+        n_targets,
+        aggregate,
+        post,
+    };
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        trees.run(ctx, tensor_in(inputs, 0)?)
+    }))
+}
+
+impl Trees {
+    /// The leaf a row reaches from `root`.
+    fn leaf(&self, row: &[f64], root: usize) -> OpResult<usize> {
+        let mut node = root;
+        // a well-formed tree visits each node at most once
+        for _ in 0..=self.modes.len() {
+            let x = *row.get(self.features[node]).ok_or_else(|| {
+                op_err!(
+                    "feature {} is out of range for rows of {}",
+                    self.features[node],
+                    row.len()
+                )
+            })?;
+            let s = self.splits[node];
+            let hit = (x.is_nan() && self.missing_true[node])
+                || match self.modes[node] {
+                    0 => x <= s,
+                    1 => x < s,
+                    2 => x >= s,
+                    3 => x > s,
+                    4 => x == s,
+                    5 => x != s,
+                    _ => self.members[node].contains(&x),
+                };
+            let (next, is_leaf) = if hit {
+                (self.true_ids[node], self.true_leaf[node])
+            } else {
+                (self.false_ids[node], self.false_leaf[node])
+            };
+            if is_leaf {
+                if next >= self.leaf_weights.len() {
+                    return Err(op_err!("leaf index {next} is out of range"));
+                }
+                return Ok(next);
+            }
+            if next >= self.modes.len() {
+                return Err(op_err!("node index {next} is out of range"));
+            }
+            node = next;
+        }
+        Err(op_err!("the tree from root {root} has a cycle"))
+    }
+
+    fn run(&self, ctx: &RunCtx, x: &Tensor) -> OpResult<Vec<Value>> {
+        if !x.dtype().is_float() {
+            return Err(op_err!(
+                "TreeEnsemble needs a float input, got {}",
+                x.dtype()
+            ));
+        }
+        let (rows, cols) = match x.shape() {
+            [r, c] => (*r, *c),
+            [c] => (1, *c),
+            s => return Err(op_err!("TreeEnsemble needs a 2-D input, got shape {s:?}")),
+        };
+        let total = rows
+            .checked_mul(self.n_targets)
+            .ok_or_else(|| op_err!("TreeEnsemble output is too large"))?;
+        ctx.check_alloc(total, 8)?;
+        let v = x.to_f64_vec()?;
+        // MIN and MAX start from the largest finite value of the element type
+        let big = match x.dtype() {
+            DType::Double => f64::MAX,
+            DType::Float16 => 65504.0,
+            DType::BFloat16 => onyx_tensor::bf16::MAX.to_f64(),
+            _ => f64::from(f32::MAX),
+        };
+        let init = match self.aggregate {
+            2 => big,
+            3 => -big,
+            _ => 0.0,
+        };
+        let mut out = vec![init; total];
+        let trees = self.roots.len().max(1) as f64;
+        for r in 0..rows {
+            let row = &v[r * cols..(r + 1) * cols];
+            let acc = &mut out[r * self.n_targets..(r + 1) * self.n_targets];
+            for &root in &self.roots {
+                let leaf = self.leaf(row, root)?;
+                let (w, t) = (self.leaf_weights[leaf], self.leaf_targets[leaf]);
+                acc[t] = match self.aggregate {
+                    0 => acc[t] + w / trees,
+                    2 => acc[t].min(w),
+                    3 => acc[t].max(w),
+                    _ => acc[t] + w,
+                };
+            }
+            match self.post {
+                2 => acc.iter_mut().for_each(|a| *a = 1.0 / (1.0 + (-*a).exp())),
+                1 | 3 => {
+                    let zero_stays = self.post == 3;
+                    let max = acc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let mut sum = 0.0;
+                    for a in acc.iter_mut() {
+                        if !(zero_stays && *a == 0.0) {
+                            *a = (*a - max).exp();
+                            sum += *a;
+                        }
+                    }
+                    if sum > 0.0 {
+                        for a in acc.iter_mut() {
+                            *a /= sum;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let t = Tensor::from_vec(vec![rows, self.n_targets], out)?;
+        Ok(vec![Value::Tensor(cast_tensor(&t, x.dtype(), false)?)])
+    }
+}
+
 pub fn register(r: &mut Registry) {
     r.add("", "Dropout", build_dropout);
     r.add("", "DFT", build_dft);
@@ -868,6 +1119,7 @@ pub fn register(r: &mut Registry) {
         Ok(Box::new(run_array_feature_extractor))
     });
     r.add("ai.onnx.ml", "LabelEncoder", build_label_encoder);
+    r.add("ai.onnx.ml", "TreeEnsemble", build_tree_ensemble);
 }
 
 #[cfg(test)]
@@ -1004,5 +1256,32 @@ mod tests {
         assert_eq!(t(&out[1]).shape(), &[2, 1]);
         assert_eq!(t(&out[1]).as_slice::<f32>().unwrap(), &[2.0, 4.0]);
         assert_eq!(t(&out[2]).as_slice::<f32>().unwrap(), &[0.0, 0.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn tree_walks_to_leaves() {
+        // node 0: x0 <= 1 ? leaf 0 : node 1; node 1: x0 in {5, 6} ? leaf 1 : leaf 2
+        let trees = Trees {
+            modes: vec![0, 6],
+            splits: vec![1.0, 0.0],
+            features: vec![0, 0],
+            true_ids: vec![0, 1],
+            false_ids: vec![1, 2],
+            true_leaf: vec![true, true],
+            false_leaf: vec![false, true],
+            missing_true: vec![true, false],
+            members: vec![vec![], vec![5.0, 6.0]],
+            leaf_targets: vec![0, 0, 0],
+            leaf_weights: vec![1.0, 2.0, 3.0],
+            roots: vec![0],
+            n_targets: 1,
+            aggregate: 1,
+            post: 0,
+        };
+        assert_eq!(trees.leaf(&[0.5], 0).unwrap(), 0);
+        assert_eq!(trees.leaf(&[6.0], 0).unwrap(), 1);
+        assert_eq!(trees.leaf(&[7.0], 0).unwrap(), 2);
+        assert_eq!(trees.leaf(&[f64::NAN], 0).unwrap(), 0);
+        assert!(trees.leaf(&[], 0).is_err());
     }
 }
