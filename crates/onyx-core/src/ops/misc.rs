@@ -8,6 +8,8 @@
 //! mask. Opset 12+ reads `ratio` and `training_mode` from inputs; earlier
 //! opsets have a `ratio` attribute and never train (opsets 1-6 also had
 //! `is_test`). Before opset 10 the mask has the input's element type.
+//! Training mode draws its mask from MT19937 seeded like numpy's
+//! `RandomState(seed)`, which is what the ONNX reference uses.
 
 use onyx_tensor::{DType, Tensor, Value};
 
@@ -18,14 +20,54 @@ use super::{
 };
 use crate::op_err;
 
-/// splitmix64, for the training-mode mask.
-fn next_uniform(state: &mut u64) -> f64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
+/// The Mersenne Twister (MT19937) with numpy's `RandomState` seeding and
+/// 53-bit doubles, so a seeded training-mode Dropout draws the same mask
+/// as the ONNX reference.
+struct Mt19937 {
+    state: Box<[u32; 624]>,
+    index: usize,
+}
+
+impl Mt19937 {
+    fn new(seed: u32) -> Mt19937 {
+        let mut state = Box::new([0u32; 624]);
+        state[0] = seed;
+        for i in 1..624 {
+            let prev = state[i - 1];
+            state[i] = 1_812_433_253u32
+                .wrapping_mul(prev ^ (prev >> 30))
+                .wrapping_add(i as u32);
+        }
+        Mt19937 { state, index: 624 }
+    }
+
+    fn next_u32(&mut self) -> u32 {
+        if self.index >= 624 {
+            let mt = &mut self.state;
+            for i in 0..624 {
+                let y = (mt[i] & 0x8000_0000) | (mt[(i + 1) % 624] & 0x7fff_ffff);
+                let mut v = mt[(i + 397) % 624] ^ (y >> 1);
+                if y & 1 != 0 {
+                    v ^= 0x9908_b0df;
+                }
+                mt[i] = v;
+            }
+            self.index = 0;
+        }
+        let mut y = self.state[self.index];
+        self.index += 1;
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c_5680;
+        y ^= (y << 15) & 0xefc6_0000;
+        y ^ (y >> 18)
+    }
+
+    /// Uniform in [0, 1) from 53 random bits, as numpy's `random_sample`.
+    fn next_f64(&mut self) -> f64 {
+        let a = f64::from(self.next_u32() >> 5);
+        let b = f64::from(self.next_u32() >> 6);
+        (a * 67_108_864.0 + b) / 9_007_199_254_740_992.0
+    }
 }
 
 fn build_dropout(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
@@ -71,14 +113,12 @@ fn build_dropout(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
                 x.dtype()
             ));
         }
-        let mut state = match seed {
-            Some(s) => s as u64 ^ 0x5EED,
-            None => counter.fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed),
-        };
+        let mut rng = Mt19937::new(match seed {
+            Some(s) => s as u32,
+            None => counter.fetch_add(0x9E37_79B9, std::sync::atomic::Ordering::Relaxed) as u32,
+        });
         let scale = 1.0 / (1.0 - ratio);
-        let keep: Vec<bool> = (0..x.len())
-            .map(|_| next_uniform(&mut state) >= ratio)
-            .collect();
+        let keep: Vec<bool> = (0..x.len()).map(|_| rng.next_f64() >= ratio).collect();
         let v: Vec<f64> = x
             .to_f64_vec()?
             .iter()
@@ -1128,8 +1168,11 @@ mod tests {
 
     #[test]
     fn uniform_draws_are_in_unit_interval() {
-        let mut s = 3u64;
-        let v: Vec<f64> = (0..1000).map(|_| next_uniform(&mut s)).collect();
+        // the first outputs of numpy.random.RandomState(0).random_sample()
+        let mut rng = Mt19937::new(0);
+        assert!((rng.next_f64() - 0.548_813_503_927_325).abs() < 1e-15);
+        assert!((rng.next_f64() - 0.715_189_366_372_419_1).abs() < 1e-15);
+        let v: Vec<f64> = (0..1000).map(|_| rng.next_f64()).collect();
         assert!(v.iter().all(|x| (0.0..1.0).contains(x)));
         let mean = v.iter().sum::<f64>() / 1000.0;
         assert!((mean - 0.5).abs() < 0.05);
