@@ -135,7 +135,8 @@ fn build_loop(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
             let mut args = Vec::with_capacity(n_body_in);
             args.push(Some(Value::Tensor(Tensor::scalar(i))));
             args.push(Some(Value::Tensor(Tensor::scalar(cond))));
-            args.extend(carried.iter().cloned());
+            // move the carried values in; the body's outputs replace them
+            args.extend(carried.iter_mut().map(Option::take));
             let mut out = ctx.run_subgraph(&body, args)?.into_iter();
             let c = out
                 .next()
@@ -227,7 +228,9 @@ fn scan_once(
     let mut states: Vec<Value> = states;
     let mut outs: Vec<Vec<Value>> = vec![Vec::with_capacity(len); spec.n_scan_out];
     for step in 0..len {
-        let mut args: Vec<Option<Value>> = states.iter().cloned().map(Some).collect();
+        // move the states in; the body's outputs replace them
+        let mut args: Vec<Option<Value>> =
+            std::mem::take(&mut states).into_iter().map(Some).collect();
         for (k, t) in scan_in.iter().enumerate() {
             let at = if spec.in_reverse[k] {
                 len - 1 - step
@@ -245,11 +248,7 @@ fn scan_once(
             ));
         }
         let mut it = res.into_iter();
-        for s in states.iter_mut() {
-            if let Some(v) = it.next() {
-                *s = v;
-            }
-        }
+        states = it.by_ref().take(spec.n_state).collect();
         for o in outs.iter_mut() {
             if let Some(v) = it.next() {
                 o.push(v);
