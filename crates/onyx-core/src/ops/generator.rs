@@ -433,6 +433,9 @@ fn build_multinomial(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
         if !x.dtype().is_float() {
             return Err(op_err!("Multinomial needs float logits, got {}", x.dtype()));
         }
+        if classes == 0 && batch > 0 && samples > 0 {
+            return Err(op_err!("Multinomial needs at least one class"));
+        }
         let n = checked_numel(ctx, &[batch, samples], to)?;
         let logits = x.to_f64_vec()?;
         let mut rng = seeds.rng();
