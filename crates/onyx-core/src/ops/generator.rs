@@ -501,4 +501,94 @@ mod tests {
         let mean: f64 = (0..10000).map(|_| a.normal()).sum::<f64>() / 10000.0;
         assert!(mean.abs() < 0.05);
     }
+
+    #[test]
+    fn generators_in_a_model() {
+        use std::collections::BTreeMap;
+
+        use crate::ir::{Attr, Graph, Model, Node, ValueInfo};
+        use crate::{Limits, Session, SessionOptions};
+
+        let node = |op: &str, ins: &[&str], outs: &[&str], attrs: Vec<(&str, Attr)>| Node {
+            name: String::new(),
+            op_type: op.into(),
+            domain: String::new(),
+            inputs: ins.iter().map(|s| s.to_string()).collect(),
+            outputs: outs.iter().map(|s| s.to_string()).collect(),
+            attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+        let vi = |n: &str| ValueInfo {
+            name: n.into(),
+            ty: None,
+        };
+        let graph = Graph {
+            nodes: vec![
+                node("Range", &["a", "b", "d"], &["r"], vec![]),
+                node(
+                    "ConstantOfShape",
+                    &["shape"],
+                    &["c"],
+                    vec![(
+                        "value",
+                        Attr::Tensor(Tensor::from_vec(vec![1], vec![7i32]).unwrap()),
+                    )],
+                ),
+                node("EyeLike", &["c"], &["eye"], vec![("k", Attr::Int(1))]),
+                node(
+                    "RandomUniform",
+                    &[],
+                    &["u"],
+                    vec![
+                        ("shape", Attr::Ints(vec![3, 2])),
+                        ("low", Attr::Float(2.0)),
+                        ("high", Attr::Float(3.0)),
+                        ("seed", Attr::Float(1.0)),
+                    ],
+                ),
+            ],
+            inputs: vec![vi("a"), vi("b"), vi("d"), vi("shape")],
+            outputs: vec![vi("r"), vi("c"), vi("eye"), vi("u")],
+            ..Graph::default()
+        };
+        let model = Model {
+            opsets: BTreeMap::from([(String::new(), 17)]),
+            graph,
+            ..Model::default()
+        };
+        let feeds = |shape: Vec<i64>| -> Vec<(String, Value)> {
+            vec![
+                ("a".into(), Tensor::scalar(10i64).into()),
+                ("b".into(), Tensor::scalar(3i64).into()),
+                ("d".into(), Tensor::scalar(-3i64).into()),
+                (
+                    "shape".into(),
+                    Tensor::from_vec(vec![shape.len()], shape).unwrap().into(),
+                ),
+            ]
+        };
+        let s = Session::from_model(model.clone(), SessionOptions::default()).unwrap();
+        let out = s.run(feeds(vec![2, 3])).unwrap();
+        let t = |v: &Value| v.as_tensor().unwrap().clone();
+        assert_eq!(t(&out[0]).to_i64_vec().unwrap(), vec![10, 7, 4]);
+        assert_eq!(t(&out[1]).as_slice::<i32>().unwrap(), &[7; 6]);
+        assert_eq!(t(&out[2]).as_slice::<i32>().unwrap(), &[0, 1, 0, 0, 0, 1]);
+        let u = t(&out[3]);
+        assert_eq!(u.shape(), &[3, 2]);
+        assert!(u
+            .as_slice::<f32>()
+            .unwrap()
+            .iter()
+            .all(|x| (2.0..=3.0).contains(x)));
+        // a shape over the memory limit is refused before anything is allocated
+        let small = SessionOptions {
+            limits: Limits {
+                max_tensor_elements: 100,
+                ..Limits::default()
+            },
+            ..SessionOptions::default()
+        };
+        let s = Session::from_model(model, small).unwrap();
+        assert!(s.run(feeds(vec![1 << 20, 1 << 20])).is_err());
+        assert!(s.run(feeds(vec![-1])).is_err());
+    }
 }
