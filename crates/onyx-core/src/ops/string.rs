@@ -199,11 +199,65 @@ pub fn register(r: &mut Registry) {
         }))
     });
     r.add("", "StringSplit", build_split);
+    r.add("", "RegexFullMatch", build_regex_full_match);
+}
+
+/// RegexFullMatch (opset 20): whether each string matches `pattern` in
+/// full. ONNX specifies RE2 syntax; the `regex` crate implements the same
+/// family (no backreferences or lookaround), so the pattern is compiled
+/// once, anchored at both ends.
+fn build_regex_full_match(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let pattern = ctx
+        .node
+        .attr_string("pattern")?
+        .ok_or_else(|| op_err!("attribute 'pattern' is required"))?;
+    let re = regex::Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|e| op_err!("attribute 'pattern' is not a valid regular expression: {e}"))?;
+    Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
+        let x = tensor_in(inputs, 0)?;
+        let strings = x.as_slice::<String>()?;
+        let matches: Vec<bool> = strings.iter().map(|s| re.is_match(s)).collect();
+        one(Tensor::from_vec(x.shape().to_vec(), matches)?)
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regex_full_match_is_anchored() {
+        let node = crate::ir::Node {
+            name: String::new(),
+            op_type: "RegexFullMatch".into(),
+            domain: String::new(),
+            inputs: vec!["x".into()],
+            outputs: vec!["y".into()],
+            attrs: [(
+                "pattern".to_string(),
+                crate::ir::Attr::String(r"a\d+|b".into()),
+            )]
+            .into(),
+        };
+        let opsets = Default::default();
+        let planner = crate::plan::Planner {
+            opsets: &opsets,
+            registry: Registry::global(),
+        };
+        let kernel = build_regex_full_match(&BuildCtx {
+            node: &node,
+            opset: 20,
+            planner: &planner,
+        })
+        .unwrap();
+        let x = Value::Tensor(st(&[4], &["a12", "xa12", "b", "a"]));
+        let limits = crate::Limits::default();
+        let y = kernel.run(&RunCtx::detached(&limits), &[Some(&x)]).unwrap();
+        assert_eq!(
+            y[0].as_tensor().unwrap().as_slice::<bool>().unwrap(),
+            &[true, false, true, false]
+        );
+    }
 
     fn st(shape: &[usize], v: &[&str]) -> Tensor {
         Tensor::from_vec(shape.to_vec(), v.iter().map(|s| s.to_string()).collect()).unwrap()
