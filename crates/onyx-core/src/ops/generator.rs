@@ -489,6 +489,50 @@ mod tests {
         assert!(range_len(0.0, 1.0, 0.0).is_err());
     }
 
+    /// Bernoulli cannot match ONNX's expected outputs bit for bit (they come
+    /// from numpy's generator), so its distribution is checked instead.
+    #[test]
+    fn bernoulli_draws_follow_the_probabilities() {
+        let node = crate::ir::Node {
+            name: String::new(),
+            op_type: "Bernoulli".into(),
+            domain: String::new(),
+            inputs: vec!["p".into()],
+            outputs: vec!["y".into()],
+            attrs: [("seed".to_string(), crate::ir::Attr::Float(3.0))].into(),
+        };
+        let opsets = Default::default();
+        let planner = crate::plan::Planner {
+            opsets: &opsets,
+            registry: Registry::global(),
+        };
+        let kernel = build_bernoulli(&BuildCtx {
+            node: &node,
+            opset: 15,
+            planner: &planner,
+        })
+        .unwrap();
+        let n = 20_000;
+        let p: Vec<f32> = (0..3 * n).map(|i| [0.0, 0.3, 1.0][i / n]).collect();
+        let p = Value::Tensor(Tensor::from_vec(vec![3 * n], p).unwrap());
+        let limits = crate::Limits::default();
+        let draw = || {
+            kernel
+                .run(&RunCtx::detached(&limits), &[Some(&p)])
+                .unwrap()
+                .remove(0)
+        };
+        let y = draw();
+        let v = y.as_tensor().unwrap().as_slice::<f32>().unwrap().to_vec();
+        assert!(v.iter().all(|&x| x == 0.0 || x == 1.0));
+        assert!(v[..n].iter().all(|&x| x == 0.0), "p = 0 never draws 1");
+        assert!(v[2 * n..].iter().all(|&x| x == 1.0), "p = 1 always draws 1");
+        let mean = v[n..2 * n].iter().sum::<f32>() / n as f32;
+        assert!((mean - 0.3).abs() < 0.015, "mean {mean} for p = 0.3");
+        // a fixed seed repeats
+        assert_eq!(draw(), y);
+    }
+
     #[test]
     fn rng_is_in_range_and_repeatable() {
         let mut a = Rng(7);
