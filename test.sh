@@ -9,3 +9,4 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
+crates/onyx-python/test.sh

@@ -1,0 +1,99 @@
+import enum
+from typing import Any, Dict, List, Optional, Sequence, Union
+import os
+
+__version__: str
+
+class OnyxError(Exception): ...
+class Fail(OnyxError): ...
+class InvalidArgument(OnyxError): ...
+class NoSuchFile(OnyxError): ...
+class InvalidProtobuf(OnyxError): ...
+class InvalidGraph(OnyxError): ...
+class NotImplemented(OnyxError): ...
+
+def get_available_providers() -> List[str]: ...
+def get_all_providers() -> List[str]: ...
+def get_device() -> str: ...
+
+class GraphOptimizationLevel(enum.IntEnum):
+    ORT_DISABLE_ALL = 0
+    ORT_ENABLE_BASIC = 1
+    ORT_ENABLE_EXTENDED = 2
+    ORT_ENABLE_LAYOUT = 3
+    ORT_ENABLE_ALL = 99
+
+class ExecutionMode(enum.IntEnum):
+    ORT_SEQUENTIAL = 0
+    ORT_PARALLEL = 1
+
+class SessionOptions:
+    intra_op_num_threads: int
+    inter_op_num_threads: int
+    graph_optimization_level: GraphOptimizationLevel
+    execution_mode: ExecutionMode
+    optimized_model_filepath: str
+    log_severity_level: int
+    log_verbosity_level: int
+    logid: str
+    enable_profiling: bool
+    profile_file_prefix: str
+    enable_cpu_mem_arena: bool
+    enable_mem_pattern: bool
+    enable_mem_reuse: bool
+    use_deterministic_compute: bool
+    def __init__(self) -> None: ...
+    def add_session_config_entry(self, key: str, value: str) -> None: ...
+    def get_session_config_entry(self, key: str) -> str: ...
+
+class RunOptions:
+    log_severity_level: int
+    log_verbosity_level: int
+    logid: str
+    run_tag: str
+    terminate: bool
+    def __init__(self) -> None: ...
+    def add_run_config_entry(self, key: str, value: str) -> None: ...
+    def get_run_config_entry(self, key: str) -> str: ...
+
+class NodeArg:
+    name: str
+    type: str
+    shape: List[Union[int, str, None]]
+    def __init__(self, name: str, type: str, shape: List[Union[int, str, None]]) -> None: ...
+
+class ModelMetadata:
+    producer_name: str
+    graph_name: str
+    domain: str
+    description: str
+    graph_description: str
+    version: int
+    custom_metadata_map: Dict[str, str]
+
+class InferenceSession:
+    def __init__(
+        self,
+        path_or_bytes: Union[str, bytes, os.PathLike[str]],
+        sess_options: Optional[SessionOptions] = None,
+        providers: Optional[Sequence[Any]] = None,
+        provider_options: Optional[Sequence[Dict[Any, Any]]] = None,
+        **kwargs: Any,
+    ) -> None: ...
+    def get_inputs(self) -> List[NodeArg]: ...
+    def get_outputs(self) -> List[NodeArg]: ...
+    def get_overridable_initializers(self) -> List[NodeArg]: ...
+    def get_modelmeta(self) -> ModelMetadata: ...
+    def get_providers(self) -> List[str]: ...
+    def get_provider_options(self) -> Dict[str, Dict[str, str]]: ...
+    def get_session_options(self) -> SessionOptions: ...
+    def set_providers(self, providers: Optional[Sequence[Any]] = None, provider_options: Any = None) -> None: ...
+    def disable_fallback(self) -> None: ...
+    def enable_fallback(self) -> None: ...
+    def run(
+        self,
+        output_names: Optional[Sequence[str]],
+        input_feed: Dict[str, Any],
+        run_options: Optional[RunOptions] = None,
+    ) -> List[Any]: ...
+    def end_profiling(self) -> str: ...
