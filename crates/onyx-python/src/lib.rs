@@ -230,6 +230,70 @@ impl NativeSession {
             })
             .collect()
     }
+
+    /// Like `run`, with inputs and outputs kept as Onyx values, so a value
+    /// can feed many runs (or the next model) without passing through numpy.
+    #[pyo3(signature = (feeds, wanted=None))]
+    fn run_values(
+        &self,
+        py: Python<'_>,
+        feeds: Vec<(String, Py<NativeValue>)>,
+        wanted: Option<Vec<usize>>,
+    ) -> PyResult<Vec<NativeValue>> {
+        let n_outputs = self.inner.outputs().len();
+        let picked: Vec<usize> = wanted.unwrap_or_else(|| (0..n_outputs).collect());
+        if let Some(bad) = picked.iter().find(|&&i| i >= n_outputs) {
+            return Err(InvalidArgument::new_err(format!(
+                "output index {bad} is out of range; the model has {n_outputs} outputs"
+            )));
+        }
+        let values: Vec<(String, Value)> = feeds
+            .into_iter()
+            .map(|(n, v)| (n, v.get().value.clone()))
+            .collect();
+        let session = &self.inner;
+        let outputs = py
+            .allow_threads(move || session.run(values))
+            .map_err(to_py_err)?;
+        Ok(picked
+            .into_iter()
+            .map(|i| NativeValue {
+                value: outputs[i].clone(),
+            })
+            .collect())
+    }
+}
+
+/// A value held on the Onyx side (a tensor, sequence, map or optional).
+#[pyclass(frozen, module = "onyx._onyx")]
+struct NativeValue {
+    value: Value,
+}
+
+#[pymethods]
+impl NativeValue {
+    /// Builds a value from its encoded tuple.
+    #[new]
+    fn new(encoded: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Ok(NativeValue {
+            value: value_from_py("value", encoded)?,
+        })
+    }
+
+    /// The value as an encoded tuple (a copy).
+    fn encoded(&self, py: Python<'_>) -> PyResult<PyObject> {
+        value_to_py(py, self.value.clone())
+    }
+
+    /// `tensor(float)`, `seq(tensor(int64))`, ...
+    fn kind(&self) -> String {
+        self.value.kind()
+    }
+
+    /// The shape of a tensor; None for other values.
+    fn shape(&self) -> Option<Vec<usize>> {
+        self.value.as_tensor().map(|t| t.shape().to_vec())
+    }
 }
 
 fn bad_value(name: &str, what: impl std::fmt::Display) -> PyErr {
@@ -440,6 +504,7 @@ fn value_to_py(py: Python<'_>, v: Value) -> PyResult<PyObject> {
 fn _onyx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<NativeSession>()?;
+    m.add_class::<NativeValue>()?;
     m.add("OnyxError", py.get_type_bound::<OnyxError>())?;
     m.add("Fail", py.get_type_bound::<Fail>())?;
     m.add("InvalidArgument", py.get_type_bound::<InvalidArgument>())?;

@@ -4,6 +4,7 @@ with numpy."""
 import json
 import os
 import threading
+import time
 
 import ml_dtypes
 import numpy as np
@@ -353,3 +354,50 @@ def test_backend_run_node_and_run_model():
     x = np.full((2, 4), 0.5, np.float32)
     (y,) = onyx.backend.run_model(onnx.load(MLP), [x])
     np.testing.assert_allclose(y, mlp_reference(x), rtol=1e-5)
+
+
+def test_run_with_ort_values(mlp):
+    x = np.random.default_rng(3).standard_normal((2, 4)).astype(np.float32)
+    xv = onyx.OrtValue.ortvalue_from_numpy(x)
+    assert xv.is_tensor() and xv.shape() == [2, 4] and xv.data_type() == "tensor(float)"
+    np.testing.assert_array_equal(xv.numpy(), x)
+    (yv,) = mlp.run_with_ort_values(["probabilities"], {"features": xv})
+    assert isinstance(yv, onyx.OrtValue) and yv.shape() == [2, 3]
+    np.testing.assert_allclose(yv.numpy(), mlp_reference(x), rtol=1e-5)
+    with pytest.raises(onyx.InvalidArgument, match="input 'features' expects an OrtValue"):
+        mlp.run_with_ort_values(None, {"features": x})
+    with pytest.raises(onyx.InvalidArgument, match="input 'features' expects element type float"):
+        mlp.run_with_ort_values(None, {"features": onyx.OrtValue.ortvalue_from_numpy(x.astype(np.int32))})
+
+
+def test_gil_is_released_while_running():
+    n = 384
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])
+    names = ["x"] + [f"h{i}" for i in range(11)] + ["y"]
+    nodes = [helper.make_node("MatMul", [names[i], "x"], [names[i + 1]]) for i in range(12)]
+    sess = onyx.InferenceSession(make_model(nodes, [x], [y]))
+    feed = {"x": np.full((n, n), 1.0 / n, np.float32)}
+    (out,) = sess.run(None, feed)
+    np.testing.assert_allclose(out, np.full((n, n), 1.0 / n), rtol=1e-4)
+
+    done = threading.Event()
+    timing = {}
+
+    def work():
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        timing["run"] = time.perf_counter() - t0
+        done.set()
+
+    th = threading.Thread(target=work)
+    ticks = []
+    th.start()
+    while not done.is_set():
+        ticks.append(time.perf_counter())
+        time.sleep(0.001)
+    th.join()
+    gaps = np.diff(ticks) if len(ticks) > 1 else np.array([timing["run"]])
+    # With the GIL held for the whole run this thread would stall for all of it.
+    assert timing["run"] > 0.05, f"run too short to tell ({timing['run']:.3f}s)"
+    assert len(ticks) >= 5 and gaps.max() < 0.5 * timing["run"], (len(ticks), gaps.max(), timing["run"])

@@ -45,6 +45,7 @@ __all__ = [
     "NodeArg",
     "NotImplemented",
     "OnyxError",
+    "OrtValue",
     "RunOptions",
     "SessionOptions",
     "__version__",
@@ -348,6 +349,42 @@ def _decode(name: str, v: tuple) -> Any:
     raise Fail(f"output '{name}': unknown value kind '{kind}'")
 
 
+class OrtValue:
+    """A value held by Onyx between runs, as onnxruntime's OrtValue: feed it
+    to `InferenceSession.run_with_ort_values` to skip the numpy conversion
+    on every run."""
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+
+    @staticmethod
+    def ortvalue_from_numpy(numpy_obj: Any, device_type: str = "cpu", device_id: int = 0) -> "OrtValue":
+        if device_type.lower() != "cpu":
+            raise InvalidArgument(f"device '{device_type}' is not available; Onyx runs on the CPU")
+        return OrtValue(_onyx.NativeValue(_encode("value", numpy_obj, "undefined")))
+
+    def numpy(self) -> Any:
+        return _decode("value", self._native.encoded())
+
+    def is_tensor(self) -> bool:
+        return self._native.shape() is not None
+
+    def shape(self) -> List[int]:
+        shape = self._native.shape()
+        if shape is None:
+            raise InvalidArgument(f"the value is a {self._native.kind()}, not a tensor")
+        return list(shape)
+
+    def data_type(self) -> str:
+        return self._native.kind()
+
+    def device_name(self) -> str:
+        return "cpu"
+
+    def __repr__(self) -> str:
+        return f"OrtValue({self._native.kind()}, shape={self._native.shape()})"
+
+
 class InferenceSession:
     """A loaded model, ready to run, with onnxruntime's InferenceSession API.
 
@@ -383,8 +420,14 @@ class InferenceSession:
         )
         self._inputs = [NodeArg(*t) for t in self._native.inputs()]
         self._outputs = [NodeArg(*t) for t in self._native.outputs()]
-        self._overridable = [NodeArg(*t) for t in self._native.overridable_initializers()]
-        self._types = {a.name: a.type for a in self._inputs + self._overridable}
+        overridable = [NodeArg(*t) for t in self._native.overridable_initializers()]
+        self._types = {a.name: a.type for a in self._inputs + overridable}
+        # Before IR version 4 every initializer had to be listed as a graph
+        # input too, so there those are not offered as overridable
+        # (onnxruntime does the same).
+        if self._native.metadata()["ir_version"] < 4:
+            overridable = []
+        self._overridable = overridable
         self._output_index = {a.name: i for i, a in enumerate(self._outputs)}
         self._profile: Optional[List[Dict[str, Any]]] = None
         self._profile_start = time.perf_counter()
@@ -463,19 +506,7 @@ class InferenceSession:
             )
         if run_options is not None and run_options.terminate:
             raise Fail("the run was terminated (RunOptions.terminate is set)")
-        wanted = None
-        if output_names:
-            if isinstance(output_names, str):
-                raise InvalidArgument(
-                    f"output_names must be a list of names, not the string '{output_names}'"
-                )
-            wanted = []
-            for n in output_names:
-                idx = self._output_index.get(n)
-                if idx is None:
-                    known = [a.name for a in self._outputs]
-                    raise InvalidArgument(f"unknown output name '{n}'; the model's outputs are {known}")
-                wanted.append(idx)
+        wanted = self._wanted(output_names)
         feeds = []
         for name, value in input_feed.items():
             if not isinstance(name, str):
@@ -500,6 +531,42 @@ class InferenceSession:
                 )
         names = output_names if output_names else [a.name for a in self._outputs]
         return [_decode(n, r) for n, r in zip(names, results)]
+
+    def _wanted(self, output_names: Optional[Sequence[str]]) -> Optional[List[int]]:
+        if not output_names:
+            return None
+        if isinstance(output_names, str):
+            raise InvalidArgument(f"output_names must be a list of names, not the string '{output_names}'")
+        wanted = []
+        for n in output_names:
+            idx = self._output_index.get(n)
+            if idx is None:
+                known = [a.name for a in self._outputs]
+                raise InvalidArgument(f"unknown output name '{n}'; the model's outputs are {known}")
+            wanted.append(idx)
+        return wanted
+
+    def run_with_ort_values(
+        self,
+        output_names: Optional[Sequence[str]],
+        input_dict_ort_values: Dict[str, OrtValue],
+        run_options: Optional[RunOptions] = None,
+    ) -> List[OrtValue]:
+        """Runs on OrtValues and returns OrtValues: values stay in Onyx, so
+        repeated runs on the same inputs skip the numpy conversions."""
+        if not isinstance(input_dict_ort_values, dict):
+            raise InvalidArgument(
+                f"input_dict_ort_values must be a dict of input name to OrtValue, "
+                f"not {type(input_dict_ort_values).__name__}"
+            )
+        if run_options is not None and run_options.terminate:
+            raise Fail("the run was terminated (RunOptions.terminate is set)")
+        feeds = []
+        for name, value in input_dict_ort_values.items():
+            if not isinstance(value, OrtValue):
+                raise InvalidArgument(f"input '{name}' expects an OrtValue but was given {type(value).__name__}")
+            feeds.append((name, value._native))
+        return [OrtValue(v) for v in self._native.run_values(feeds, self._wanted(output_names))]
 
     def end_profiling(self) -> str:
         """Writes the runs timed so far as a Chrome trace; returns its path."""
