@@ -371,7 +371,7 @@ def test_run_with_ort_values(mlp):
 
 
 def test_gil_is_released_while_running():
-    n = 384
+    n = 512
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])
     names = ["x"] + [f"h{i}" for i in range(11)] + ["y"]
@@ -401,3 +401,14 @@ def test_gil_is_released_while_running():
     # With the GIL held for the whole run this thread would stall for all of it.
     assert timing["run"] > 0.05, f"run too short to tell ({timing['run']:.3f}s)"
     assert len(ticks) >= 5 and gaps.max() < 0.5 * timing["run"], (len(ticks), gaps.max(), timing["run"])
+
+
+def test_exceptions_under_onnxruntimes_module_path(mlp):
+    from onyx.capi.onnxruntime_pybind11_state import InvalidArgument, NotImplemented
+
+    assert NotImplemented is onyx.NotImplemented
+    with pytest.raises(InvalidArgument, match="input 'features' is missing"):
+        mlp.run(None, {})
+    namespace = {}
+    exec("from onyx import *", namespace)
+    assert "NotImplemented" not in namespace and "InferenceSession" in namespace

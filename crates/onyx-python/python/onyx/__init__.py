@@ -43,7 +43,7 @@ __all__ = [
     "ModelMetadata",
     "NoSuchFile",
     "NodeArg",
-    "NotImplemented",
+    # NotImplemented is left out: `from onyx import *` would hide the builtin.
     "OnyxError",
     "OrtValue",
     "RunOptions",
