@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use onyx_core::ir::{Dim, TypeInfo, ValueInfo};
 use onyx_core::{Error, ErrorKind, Session, SessionOptions};
 use onyx_tensor::{bf16, f16, DType, Data, MapValue, Tensor, Value};
-use pyo3::buffer::PyBuffer;
+use pyo3::buffer::{Element, PyBuffer};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -354,6 +354,31 @@ fn data_from_bytes(name: &str, dtype: DType, b: &[u8]) -> PyResult<Data> {
     })
 }
 
+/// Copies a C-contiguous buffer whose format is the element type's own
+/// straight into typed storage (one copy); None when the buffer is bytes or
+/// the type has no buffer format of its own.
+fn typed_data(dtype: DType, payload: &Bound<'_, PyAny>) -> PyResult<Option<Data>> {
+    fn read<T: Element>(payload: &Bound<'_, PyAny>) -> PyResult<Option<Vec<T>>> {
+        match PyBuffer::<T>::get_bound(payload) {
+            Ok(buf) if buf.is_c_contiguous() => Ok(Some(buf.to_vec(payload.py())?)),
+            _ => Ok(None),
+        }
+    }
+    Ok(match dtype {
+        DType::Float => read(payload)?.map(Data::F32),
+        DType::Double => read(payload)?.map(Data::F64),
+        DType::Int8 => read(payload)?.map(Data::I8),
+        DType::Int16 => read(payload)?.map(Data::I16),
+        DType::Int32 => read(payload)?.map(Data::I32),
+        DType::Int64 => read(payload)?.map(Data::I64),
+        DType::Uint8 => read(payload)?.map(Data::U8),
+        DType::Uint16 => read(payload)?.map(Data::U16),
+        DType::Uint32 => read(payload)?.map(Data::U32),
+        DType::Uint64 => read(payload)?.map(Data::U64),
+        _ => None,
+    })
+}
+
 fn tensor_from_py(name: &str, t: &Bound<'_, PyTuple>) -> PyResult<Tensor> {
     let code: i32 = t.get_item(1)?.extract()?;
     let shape: Vec<usize> = t.get_item(2)?.extract()?;
@@ -365,6 +390,8 @@ fn tensor_from_py(name: &str, t: &Bound<'_, PyTuple>) -> PyResult<Tensor> {
             .extract()
             .map_err(|_| bad_value(name, "string tensors must hold only str elements"))?;
         Data::Str(items)
+    } else if let Some(data) = typed_data(dtype, &payload)? {
+        data
     } else {
         let buf = PyBuffer::<u8>::get_bound(&payload)
             .map_err(|e| bad_value(name, format!("not a byte buffer: {e}")))?;

@@ -195,6 +195,8 @@ _ML_DTYPES_CODES = {
     "int2": 26,
 }
 _STRING = 8
+# element types whose numpy buffers Onyx reads with their own format
+_TYPED_BUFFER_CODES = {1, 2, 3, 4, 5, 6, 7, 11, 12, 13}
 _TYPE_NAMES = {
     "float": 1,
     "uint8": 2,
@@ -283,9 +285,13 @@ def _encode_tensor(name: str, value: Any, ty: str) -> tuple:
     arr = value
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
-    # Contiguous arrays are passed as a byte view of their own memory.
-    arr = np.ascontiguousarray(arr)
-    return ("tensor", code, shape, arr.reshape(-1).view(np.uint8))
+    # Contiguous arrays are passed as they are (numpy's numeric types)
+    # or as a byte view of their memory (bool, float16, the ml_dtypes types);
+    # Onyx copies them once into its tensor.
+    arr = np.ascontiguousarray(arr).reshape(-1)
+    if code not in _TYPED_BUFFER_CODES:
+        arr = arr.view(np.uint8)
+    return ("tensor", code, shape, arr)
 
 
 def _encode(name: str, value: Any, ty: str) -> tuple:
