@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: formatting and lints, unit tests, the command-line tests,
-# and the ONNX conformance suite (its data is created on first use).
+# the ONNX conformance suite (its data is created on first use), and the
+# Python package's tests (built into .venv-py).
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -d conformance/data/node ]; then
