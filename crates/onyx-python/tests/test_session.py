@@ -412,3 +412,23 @@ def test_exceptions_under_onnxruntimes_module_path(mlp):
     namespace = {}
     exec("from onyx import *", namespace)
     assert "NotImplemented" not in namespace and "InferenceSession" in namespace
+
+
+def test_zipmap_gives_a_list_of_dicts():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    map_type = helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+    y = helper.make_value_info("y", helper.make_sequence_type_proto(map_type))
+    node = helper.make_node("ZipMap", ["x"], ["y"], domain="ai.onnx.ml", classlabels_int64s=[10, 20, 30])
+    model = helper.make_model(
+        helper.make_graph([node], "z", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)],
+    )
+    model.ir_version = 8
+    sess = onyx.InferenceSession(model.SerializeToString())
+    assert sess.get_outputs()[0].type == "seq(map(int64,tensor(float)))"
+    probs = np.array([[0.1, 0.2, 0.7], [0.5, 0.25, 0.25]], np.float32)
+    (out,) = sess.run(None, {"x": probs})
+    assert out == [
+        {10: float(probs[0, 0]), 20: float(probs[0, 1]), 30: float(probs[0, 2])},
+        {10: float(probs[1, 0]), 20: float(probs[1, 1]), 30: float(probs[1, 2])},
+    ]
