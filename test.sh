@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: formatting and lints, unit tests, the command-line tests,
-# and the ONNX conformance suite through the API and through the command line
-# (its data is created on first use).
+# the ONNX conformance suite through the API and through the command line
+# (its data is created on first use), and the Python package's tests (built
+# into .venv-py).
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -d conformance/data/node ]; then
@@ -12,3 +13,4 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
 # the conformance suite again, every case through the `onyx` command line
 target/debug/onyx-conformance --cli target/debug/onyx
+crates/onyx-python/test.sh

@@ -1,0 +1,544 @@
+//! The native half of the `onyx` Python package. It wraps
+//! `onyx_core::Session`; values cross the boundary as small tuples that the
+//! Python half (`python/onyx/__init__.py`) builds from and turns into numpy
+//! arrays:
+//!
+//! - `("tensor", onnx_type_code, shape, data)`: `data` is a C-contiguous
+//!   buffer of the elements' native-endian bytes (a `bytearray` on the way
+//!   out, so numpy can wrap it without a copy), or a list of `str` for
+//!   strings;
+//! - `("seq", elem_type_code_or_0, [values])`;
+//! - `("map", keys_tensor, values)`;
+//! - `("opt", value_or_None)`.
+
+// pyo3 0.22's #[pymethods] expansion converts PyResult errors into PyErr.
+#![allow(clippy::useless_conversion)]
+
+use std::path::PathBuf;
+
+use onyx_core::ir::{Dim, TypeInfo, ValueInfo};
+use onyx_core::{Error, ErrorKind, Session, SessionOptions};
+use onyx_tensor::{bf16, f16, DType, Data, MapValue, Tensor, Value};
+use pyo3::buffer::{Element, PyBuffer};
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple};
+
+create_exception!(
+    onyx,
+    OnyxError,
+    PyException,
+    "Base class of every error Onyx raises."
+);
+create_exception!(
+    onyx,
+    Fail,
+    OnyxError,
+    "A failure while running the model, or a limit it would exceed."
+);
+create_exception!(
+    onyx,
+    InvalidArgument,
+    OnyxError,
+    "The caller's inputs or arguments do not fit the model."
+);
+create_exception!(
+    onyx,
+    NoSuchFile,
+    OnyxError,
+    "The model file does not exist."
+);
+create_exception!(
+    onyx,
+    InvalidProtobuf,
+    OnyxError,
+    "The model's bytes are not a readable ONNX model."
+);
+create_exception!(
+    onyx,
+    InvalidGraph,
+    OnyxError,
+    "The model is structurally wrong (cycles, dangling names, bad attributes)."
+);
+create_exception!(
+    onyx,
+    NotImplemented,
+    OnyxError,
+    "The model uses something Onyx does not implement."
+);
+
+fn to_py_err(e: Error) -> PyErr {
+    let msg = e.message;
+    match e.kind {
+        ErrorKind::Format => InvalidProtobuf::new_err(msg),
+        ErrorKind::InvalidGraph => InvalidGraph::new_err(msg),
+        ErrorKind::NotImplemented => NotImplemented::new_err(msg),
+        ErrorKind::InvalidArgument => InvalidArgument::new_err(msg),
+        ErrorKind::LimitExceeded | ErrorKind::Runtime => Fail::new_err(msg),
+    }
+}
+
+/// A compiled model. Immutable, so one session serves many Python threads;
+/// `run` releases the GIL while the model runs.
+#[pyclass(frozen, module = "onyx._onyx")]
+struct NativeSession {
+    inner: Session,
+}
+
+fn dim_to_py(py: Python<'_>, d: &Dim) -> PyObject {
+    match d {
+        Dim::Fixed(n) => n.into_py(py),
+        Dim::Symbolic(s) => s.into_py(py),
+        Dim::Unknown => py.None(),
+    }
+}
+
+/// `(name, type string, shape)` for each value; the shape is empty for
+/// non-tensors and tensors of unknown rank.
+fn describe(py: Python<'_>, infos: Vec<&ValueInfo>) -> Vec<(String, String, PyObject)> {
+    infos
+        .into_iter()
+        .map(|info| {
+            let ty = info
+                .ty
+                .as_ref()
+                .map(|t| t.type_string())
+                .unwrap_or_else(|| "undefined".to_string());
+            let dims: Vec<PyObject> = match &info.ty {
+                Some(TypeInfo::Tensor {
+                    shape: Some(dims), ..
+                }) => dims.iter().map(|d| dim_to_py(py, d)).collect(),
+                _ => Vec::new(),
+            };
+            (
+                info.name.clone(),
+                ty,
+                PyList::new_bound(py, dims).into_any().unbind(),
+            )
+        })
+        .collect()
+}
+
+#[pymethods]
+impl NativeSession {
+    /// Loads a model from a path (str or os.PathLike) or from `bytes`.
+    #[new]
+    fn new(py: Python<'_>, model: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let options = SessionOptions::default();
+        let session = if let Ok(b) = model.downcast::<PyBytes>() {
+            let bytes = b.as_bytes().to_vec();
+            py.allow_threads(|| Session::from_bytes(&bytes, options))
+        } else {
+            let path: PathBuf = model.extract().map_err(|_| {
+                InvalidArgument::new_err(format!(
+                    "a model is given as a path or bytes, not {}",
+                    model
+                        .get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                ))
+            })?;
+            if !path.is_file() {
+                return Err(NoSuchFile::new_err(format!(
+                    "no such model file: '{}'",
+                    path.display()
+                )));
+            }
+            py.allow_threads(|| Session::from_file(&path, options))
+        }
+        .map_err(to_py_err)?;
+        Ok(NativeSession { inner: session })
+    }
+
+    fn inputs(&self, py: Python<'_>) -> Vec<(String, String, PyObject)> {
+        describe(py, self.inner.inputs())
+    }
+
+    fn outputs(&self, py: Python<'_>) -> Vec<(String, String, PyObject)> {
+        describe(py, self.inner.outputs())
+    }
+
+    fn overridable_initializers(&self, py: Python<'_>) -> Vec<(String, String, PyObject)> {
+        describe(py, self.inner.overridable_initializers())
+    }
+
+    /// The model's metadata as a dict.
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let m = self.inner.model();
+        let d = PyDict::new_bound(py);
+        d.set_item("producer_name", &m.producer_name)?;
+        d.set_item("producer_version", &m.producer_version)?;
+        d.set_item("graph_name", &m.graph.name)?;
+        d.set_item("domain", &m.domain)?;
+        d.set_item("description", &m.doc_string)?;
+        d.set_item("version", m.model_version)?;
+        d.set_item("ir_version", m.ir_version)?;
+        let custom = PyDict::new_bound(py);
+        for (k, v) in &m.metadata {
+            custom.set_item(k, v)?;
+        }
+        d.set_item("custom_metadata_map", custom)?;
+        let opsets = PyDict::new_bound(py);
+        for (k, v) in &m.opsets {
+            opsets.set_item(k, v)?;
+        }
+        d.set_item("opsets", opsets)?;
+        Ok(d)
+    }
+
+    /// Runs the model on `feeds` (a list of `(name, value)`); returns the
+    /// outputs at `wanted` (graph output positions), or all of them.
+    #[pyo3(signature = (feeds, wanted=None))]
+    fn run(
+        &self,
+        py: Python<'_>,
+        feeds: Vec<(String, Bound<'_, PyAny>)>,
+        wanted: Option<Vec<usize>>,
+    ) -> PyResult<Vec<PyObject>> {
+        let n_outputs = self.inner.outputs().len();
+        if let Some(w) = &wanted {
+            if let Some(bad) = w.iter().find(|&&i| i >= n_outputs) {
+                return Err(InvalidArgument::new_err(format!(
+                    "output index {bad} is out of range; the model has {n_outputs} outputs"
+                )));
+            }
+        }
+        let mut values = Vec::with_capacity(feeds.len());
+        for (name, obj) in feeds {
+            let v = value_from_py(&name, &obj)?;
+            values.push((name, v));
+        }
+        let session = &self.inner;
+        let outputs = py
+            .allow_threads(move || session.run(values))
+            .map_err(to_py_err)?;
+        let mut slots: Vec<Option<Value>> = outputs.into_iter().map(Some).collect();
+        let picked: Vec<usize> = wanted.unwrap_or_else(|| (0..n_outputs).collect());
+        picked
+            .into_iter()
+            .map(|i| {
+                // An output asked for twice was taken by the first request.
+                let v = slots[i].take().ok_or_else(|| {
+                    InvalidArgument::new_err(format!(
+                        "output '{}' is asked for more than once",
+                        self.inner.outputs()[i].name
+                    ))
+                })?;
+                value_to_py(py, v)
+            })
+            .collect()
+    }
+
+    /// Like `run`, with inputs and outputs kept as Onyx values, so a value
+    /// can feed many runs (or the next model) without passing through numpy.
+    #[pyo3(signature = (feeds, wanted=None))]
+    fn run_values(
+        &self,
+        py: Python<'_>,
+        feeds: Vec<(String, Py<NativeValue>)>,
+        wanted: Option<Vec<usize>>,
+    ) -> PyResult<Vec<NativeValue>> {
+        let n_outputs = self.inner.outputs().len();
+        let picked: Vec<usize> = wanted.unwrap_or_else(|| (0..n_outputs).collect());
+        if let Some(bad) = picked.iter().find(|&&i| i >= n_outputs) {
+            return Err(InvalidArgument::new_err(format!(
+                "output index {bad} is out of range; the model has {n_outputs} outputs"
+            )));
+        }
+        let values: Vec<(String, Value)> = feeds
+            .into_iter()
+            .map(|(n, v)| (n, v.get().value.clone()))
+            .collect();
+        let session = &self.inner;
+        let outputs = py
+            .allow_threads(move || session.run(values))
+            .map_err(to_py_err)?;
+        Ok(picked
+            .into_iter()
+            .map(|i| NativeValue {
+                value: outputs[i].clone(),
+            })
+            .collect())
+    }
+}
+
+/// A value held on the Onyx side (a tensor, sequence, map or optional).
+#[pyclass(frozen, module = "onyx._onyx")]
+struct NativeValue {
+    value: Value,
+}
+
+#[pymethods]
+impl NativeValue {
+    /// Builds a value from its encoded tuple.
+    #[new]
+    fn new(encoded: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Ok(NativeValue {
+            value: value_from_py("value", encoded)?,
+        })
+    }
+
+    /// The value as an encoded tuple (a copy).
+    fn encoded(&self, py: Python<'_>) -> PyResult<PyObject> {
+        value_to_py(py, self.value.clone())
+    }
+
+    /// `tensor(float)`, `seq(tensor(int64))`, ...
+    fn kind(&self) -> String {
+        self.value.kind()
+    }
+
+    /// The shape of a tensor; None for other values.
+    fn shape(&self) -> Option<Vec<usize>> {
+        self.value.as_tensor().map(|t| t.shape().to_vec())
+    }
+}
+
+fn bad_value(name: &str, what: impl std::fmt::Display) -> PyErr {
+    InvalidArgument::new_err(format!("input '{name}': {what}"))
+}
+
+/// Splits native-endian bytes into elements of `N` bytes each.
+fn from_ne<const N: usize, T>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+    b.chunks_exact(N)
+        .map(|c| {
+            let mut a = [0u8; N];
+            a.copy_from_slice(c);
+            f(a)
+        })
+        .collect()
+}
+
+fn data_from_bytes(name: &str, dtype: DType, b: &[u8]) -> PyResult<Data> {
+    let size = match dtype {
+        DType::Complex64 | DType::Complex128 | DType::String => {
+            return Err(NotImplemented::new_err(format!(
+                "input '{name}': element type {dtype} cannot be fed as bytes"
+            )))
+        }
+        d if d.is_minifloat() => 1,
+        d => d.size_in_memory().max(1),
+    };
+    if !b.len().is_multiple_of(size) {
+        return Err(bad_value(
+            name,
+            format!(
+                "{} bytes do not divide into {dtype} elements of {size} bytes",
+                b.len()
+            ),
+        ));
+    }
+    Ok(match dtype {
+        DType::Float => Data::F32(from_ne(b, f32::from_ne_bytes)),
+        DType::Double => Data::F64(from_ne(b, f64::from_ne_bytes)),
+        DType::Float16 => Data::F16(from_ne(b, |a| f16::from_bits(u16::from_ne_bytes(a)))),
+        DType::BFloat16 => Data::BF16(from_ne(b, |a| bf16::from_bits(u16::from_ne_bytes(a)))),
+        DType::Int8 => Data::I8(from_ne(b, i8::from_ne_bytes)),
+        // ml_dtypes keeps int4/int2 in the low bits of a byte; Onyx keeps
+        // them sign-extended.
+        DType::Int4 => Data::I8(b.iter().map(|&x| ((x << 4) as i8) >> 4).collect()),
+        DType::Int2 => Data::I8(b.iter().map(|&x| ((x << 6) as i8) >> 6).collect()),
+        DType::Uint4 => Data::U8(b.iter().map(|&x| x & 0x0f).collect()),
+        DType::Uint2 => Data::U8(b.iter().map(|&x| x & 0x03).collect()),
+        DType::Int16 => Data::I16(from_ne(b, i16::from_ne_bytes)),
+        DType::Int32 => Data::I32(from_ne(b, i32::from_ne_bytes)),
+        DType::Int64 => Data::I64(from_ne(b, i64::from_ne_bytes)),
+        DType::Uint16 => Data::U16(from_ne(b, u16::from_ne_bytes)),
+        DType::Uint32 => Data::U32(from_ne(b, u32::from_ne_bytes)),
+        DType::Uint64 => Data::U64(from_ne(b, u64::from_ne_bytes)),
+        DType::Bool => Data::Bool(b.iter().map(|&x| x != 0).collect()),
+        // uint8 and the minifloats: one byte per element.
+        _ => Data::U8(b.to_vec()),
+    })
+}
+
+/// Copies a C-contiguous buffer whose format is the element type's own
+/// straight into typed storage (one copy); None when the buffer is bytes or
+/// the type has no buffer format of its own.
+fn typed_data(dtype: DType, payload: &Bound<'_, PyAny>) -> PyResult<Option<Data>> {
+    fn read<T: Element>(payload: &Bound<'_, PyAny>) -> PyResult<Option<Vec<T>>> {
+        match PyBuffer::<T>::get_bound(payload) {
+            Ok(buf) if buf.is_c_contiguous() => Ok(Some(buf.to_vec(payload.py())?)),
+            _ => Ok(None),
+        }
+    }
+    Ok(match dtype {
+        DType::Float => read(payload)?.map(Data::F32),
+        DType::Double => read(payload)?.map(Data::F64),
+        DType::Int8 => read(payload)?.map(Data::I8),
+        DType::Int16 => read(payload)?.map(Data::I16),
+        DType::Int32 => read(payload)?.map(Data::I32),
+        DType::Int64 => read(payload)?.map(Data::I64),
+        DType::Uint8 => read(payload)?.map(Data::U8),
+        DType::Uint16 => read(payload)?.map(Data::U16),
+        DType::Uint32 => read(payload)?.map(Data::U32),
+        DType::Uint64 => read(payload)?.map(Data::U64),
+        _ => None,
+    })
+}
+
+fn tensor_from_py(name: &str, t: &Bound<'_, PyTuple>) -> PyResult<Tensor> {
+    let code: i32 = t.get_item(1)?.extract()?;
+    let shape: Vec<usize> = t.get_item(2)?.extract()?;
+    let dtype = DType::from_onnx(code)
+        .ok_or_else(|| bad_value(name, format!("unknown element type code {code}")))?;
+    let payload = t.get_item(3)?;
+    let data = if dtype == DType::String {
+        let items: Vec<String> = payload
+            .extract()
+            .map_err(|_| bad_value(name, "string tensors must hold only str elements"))?;
+        Data::Str(items)
+    } else if let Some(data) = typed_data(dtype, &payload)? {
+        data
+    } else {
+        let buf = PyBuffer::<u8>::get_bound(&payload)
+            .map_err(|e| bad_value(name, format!("not a byte buffer: {e}")))?;
+        if !buf.is_c_contiguous() {
+            return Err(bad_value(name, "the buffer is not contiguous"));
+        }
+        let bytes = buf.to_vec(t.py())?;
+        data_from_bytes(name, dtype, &bytes)?
+    };
+    Tensor::new(dtype, shape, data).map_err(|e| bad_value(name, e))
+}
+
+fn value_from_py(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    let t = obj
+        .downcast::<PyTuple>()
+        .map_err(|_| bad_value(name, "not an encoded value"))?;
+    let kind: String = t.get_item(0)?.extract()?;
+    match kind.as_str() {
+        "tensor" => Ok(Value::Tensor(tensor_from_py(name, t)?)),
+        "seq" => {
+            let code: i32 = t.get_item(1)?.extract()?;
+            let items: Vec<Bound<'_, PyAny>> = t.get_item(2)?.extract()?;
+            let items = items
+                .iter()
+                .map(|i| value_from_py(name, i))
+                .collect::<PyResult<Vec<_>>>()?;
+            let elem_dtype = DType::from_onnx(code)
+                .or_else(|| items.first().and_then(|v| v.as_tensor()).map(|t| t.dtype()));
+            Ok(Value::Sequence { elem_dtype, items })
+        }
+        "map" => {
+            let keys = t.get_item(1)?;
+            let keys = keys
+                .downcast::<PyTuple>()
+                .map_err(|_| bad_value(name, "map keys are not an encoded tensor"))?;
+            let keys = tensor_from_py(name, keys)?;
+            let values = value_from_py(name, &t.get_item(2)?)?;
+            Ok(Value::Map(MapValue {
+                keys,
+                values: Box::new(values),
+            }))
+        }
+        "opt" => {
+            let inner = t.get_item(1)?;
+            if inner.is_none() {
+                Ok(Value::Optional(None))
+            } else {
+                Ok(Value::Optional(Some(Box::new(value_from_py(
+                    name, &inner,
+                )?))))
+            }
+        }
+        other => Err(bad_value(name, format!("unknown value kind '{other}'"))),
+    }
+}
+
+/// Writes elements as native-endian bytes of `N` each.
+fn fill<T: Copy, const N: usize>(out: &mut [u8], v: &[T], f: impl Fn(T) -> [u8; N]) {
+    for (c, &x) in out.chunks_exact_mut(N).zip(v) {
+        c.copy_from_slice(&f(x));
+    }
+}
+
+fn data_to_bytes(out: &mut [u8], data: &Data) {
+    match data {
+        Data::F32(v) => fill(out, v, f32::to_ne_bytes),
+        Data::F64(v) => fill(out, v, f64::to_ne_bytes),
+        Data::F16(v) => fill(out, v, |x| x.to_bits().to_ne_bytes()),
+        Data::BF16(v) => fill(out, v, |x| x.to_bits().to_ne_bytes()),
+        Data::I8(v) => fill(out, v, i8::to_ne_bytes),
+        Data::I16(v) => fill(out, v, i16::to_ne_bytes),
+        Data::I32(v) => fill(out, v, i32::to_ne_bytes),
+        Data::I64(v) => fill(out, v, i64::to_ne_bytes),
+        Data::U8(v) => out.copy_from_slice(v),
+        Data::U16(v) => fill(out, v, u16::to_ne_bytes),
+        Data::U32(v) => fill(out, v, u32::to_ne_bytes),
+        Data::U64(v) => fill(out, v, u64::to_ne_bytes),
+        Data::Bool(v) => fill(out, v, |x| [x as u8]),
+        Data::Str(_) => {}
+    }
+}
+
+fn elem_bytes(data: &Data) -> usize {
+    match data {
+        Data::F64(_) | Data::I64(_) | Data::U64(_) => 8,
+        Data::F32(_) | Data::I32(_) | Data::U32(_) => 4,
+        Data::F16(_) | Data::BF16(_) | Data::I16(_) | Data::U16(_) => 2,
+        Data::I8(_) | Data::U8(_) | Data::Bool(_) => 1,
+        Data::Str(_) => 0,
+    }
+}
+
+fn tensor_to_py(py: Python<'_>, t: Tensor) -> PyResult<PyObject> {
+    let (dtype, shape, data) = t.into_parts();
+    let payload: PyObject = match data {
+        Data::Str(v) => PyList::new_bound(py, v).into_any().unbind(),
+        data => {
+            let len = data.len() * elem_bytes(&data);
+            PyByteArray::new_bound_with(py, len, |out| {
+                data_to_bytes(out, &data);
+                Ok(())
+            })?
+            .into_any()
+            .unbind()
+        }
+    };
+    Ok(("tensor", dtype.onnx_code(), shape, payload).into_py(py))
+}
+
+fn value_to_py(py: Python<'_>, v: Value) -> PyResult<PyObject> {
+    Ok(match v {
+        Value::Tensor(t) => tensor_to_py(py, t)?,
+        Value::Sequence { elem_dtype, items } => {
+            let items = items
+                .into_iter()
+                .map(|i| value_to_py(py, i))
+                .collect::<PyResult<Vec<_>>>()?;
+            let code = elem_dtype.map(|d| d.onnx_code()).unwrap_or(0);
+            ("seq", code, items).into_py(py)
+        }
+        Value::Map(m) => {
+            let keys = tensor_to_py(py, m.keys)?;
+            let values = value_to_py(py, *m.values)?;
+            ("map", keys, values).into_py(py)
+        }
+        Value::Optional(o) => {
+            let inner = match o {
+                Some(v) => value_to_py(py, *v)?,
+                None => py.None(),
+            };
+            ("opt", inner).into_py(py)
+        }
+    })
+}
+
+#[pymodule]
+fn _onyx(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<NativeSession>()?;
+    m.add_class::<NativeValue>()?;
+    m.add("OnyxError", py.get_type_bound::<OnyxError>())?;
+    m.add("Fail", py.get_type_bound::<Fail>())?;
+    m.add("InvalidArgument", py.get_type_bound::<InvalidArgument>())?;
+    m.add("NoSuchFile", py.get_type_bound::<NoSuchFile>())?;
+    m.add("InvalidProtobuf", py.get_type_bound::<InvalidProtobuf>())?;
+    m.add("InvalidGraph", py.get_type_bound::<InvalidGraph>())?;
+    m.add("NotImplemented", py.get_type_bound::<NotImplemented>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
