@@ -24,7 +24,25 @@
 //! against.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
+
+static THREADS: AtomicUsize = AtomicUsize::new(1);
+
+/// Sets how many threads a large product may split across (1, the default,
+/// runs on the caller's thread only).
+pub fn set_threads(n: usize) {
+    THREADS.store(n.max(1), Ordering::Relaxed);
+}
+
+/// The thread count [`set_threads`] last set.
+pub fn threads() -> usize {
+    THREADS.load(Ordering::Relaxed)
+}
+
+/// Products below this many multiply-adds stay on one thread: spawning
+/// costs tens of microseconds.
+const PARALLEL_MIN_WORK: usize = 1 << 22;
 
 /// The instruction set a product runs with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -150,10 +168,12 @@ impl<'a> MatRef<'a> {
                 .and_then(|r| (cols - 1).checked_mul(cs).and_then(|c| r.checked_add(c)));
             match last {
                 Some(l) if l < data.len() => {}
-                _ => return err(format!(
+                _ => {
+                    return err(format!(
                     "a {rows}x{cols} matrix with strides ({rs}, {cs}) does not fit in {} values",
                     data.len()
-                )),
+                ))
+                }
             }
         }
         Ok(MatRef {
@@ -393,6 +413,46 @@ pub fn sgemm(
         epi.apply(c, ldc, 0, m, 0, n);
         return Ok(());
     }
+    let (mr, _) = b.isa.tile();
+    let work = m.saturating_mul(n).saturating_mul(k);
+    let parts = threads().min(m.div_ceil(mr));
+    if parts > 1 && work >= PARALLEL_MIN_WORK {
+        // each thread takes whole micro-tiles of rows of A and C
+        let per = m.div_ceil(mr).div_ceil(parts) * mr;
+        std::thread::scope(|s| {
+            let mut rest = &mut c[..];
+            let mut i0 = 0;
+            while i0 < m {
+                let rows = per.min(m - i0);
+                let take = if i0 + rows < m {
+                    rows * ldc
+                } else {
+                    rest.len()
+                };
+                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(take);
+                rest = tail;
+                let sub = MatRef {
+                    rows,
+                    data: &a.data[i0 * a.rs..],
+                    ..a
+                };
+                let epi = Epilogue {
+                    row_bias: epi.row_bias.map(|r| &r[i0..i0 + rows]),
+                    ..*epi
+                };
+                s.spawn(move || run_blocks(sub, b, mine, ldc, accumulate, &epi));
+                i0 += rows;
+            }
+        });
+        return Ok(());
+    }
+    run_blocks(a, b, c, ldc, accumulate, epi);
+    Ok(())
+}
+
+/// The blocked product on the calling thread; sizes already checked.
+fn run_blocks(a: MatRef, b: &PackedB, c: &mut [f32], ldc: usize, accumulate: bool, epi: &Epilogue) {
+    let (m, k, n) = (a.rows, a.cols, b.n);
     let isa = b.isa;
     let (mr, nr) = isa.tile();
     let panels = b.panels();
@@ -432,7 +492,6 @@ pub fn sgemm(
             }
         }
     }
-    Ok(())
 }
 
 /// Packs rows `i0..i0+rows`, columns `p0..p0+kc` of A k-major with `mr` rows
@@ -862,6 +921,29 @@ mod tests {
         check(29, 513, 401, false, true, 1);
         check(130, 257, 385, true, false, 0);
         check(3, 1, 70, false, false, 1);
+    }
+
+    #[test]
+    fn threads_split_rows_and_agree() {
+        let (m, k, n) = (203, 150, 190);
+        let av = values(m * k, 1);
+        let bv = values(k * n, 2);
+        let rb = values(m, 3);
+        let a = MatRef::row_major(&av, m, k).unwrap();
+        let b = MatRef::row_major(&bv, k, n).unwrap();
+        let epi = Epilogue {
+            row_bias: Some(&rb),
+            col_bias: None,
+            act: Act::Relu,
+        };
+        let mut want = vec![0.0f32; m * n];
+        sgemm_reference(a, b, &mut want, n, false, &epi).unwrap();
+        let packed = PackedB::new(b);
+        set_threads(3);
+        let mut got = vec![0.0f32; m * n];
+        sgemm(a, &packed, &mut got, n, false, &epi).unwrap();
+        set_threads(1);
+        close(&got, &want, k, "3 threads");
     }
 
     #[test]

@@ -11,5 +11,6 @@
 pub mod gemm;
 
 pub use gemm::{
-    sgemm, sgemm_reference, sgemm_unpacked, Act, Epilogue, GemmError, Isa, MatRef, PackedB,
+    set_threads, sgemm, sgemm_reference, sgemm_unpacked, threads, Act, Epilogue, GemmError, Isa,
+    MatRef, PackedB,
 };

@@ -3,7 +3,9 @@
 //!
 //! Everything is computed in f64 through im2col (or col2im for the
 //! transposed forms) and a plain matrix product, then converted back to the
-//! input's element type. The window geometry is shared with pooling.
+//! input's element type. The window geometry is shared with pooling. The
+//! f32 Conv product runs through onyx-kernels' packed GEMM; `gemm_acc` stays
+//! as its oracle and for the other types.
 
 use onyx_tensor::{numel, strides_of, DType, Tensor, Value};
 
@@ -18,8 +20,45 @@ fn checked_prod(dims: &[usize]) -> OpResult<usize> {
 }
 
 /// The element types convolutions compute in.
-pub(crate) trait Num: num_traits::Float + Default + Send + Sync + 'static {}
-impl Num for f32 {}
+pub(crate) trait Num: num_traits::Float + Default + Send + Sync + 'static {
+    /// [`gemm_acc`], through the fastest kernel there is for the type.
+    fn gemm_acc_fast(
+        out: &mut [Self],
+        ostride: usize,
+        w: &[Self],
+        col: &[Self],
+        rows: usize,
+        inner: usize,
+        cols: usize,
+    ) {
+        gemm_acc(out, ostride, w, col, rows, inner, cols)
+    }
+}
+impl Num for f32 {
+    fn gemm_acc_fast(
+        out: &mut [f32],
+        ostride: usize,
+        w: &[f32],
+        col: &[f32],
+        rows: usize,
+        inner: usize,
+        cols: usize,
+    ) {
+        use onyx_kernels::{sgemm_unpacked, Epilogue, MatRef};
+        // packing the columns costs about what a few output rows do: the
+        // plain loop is as good for depthwise and other thin products
+        if rows >= 4 && cols >= 8 {
+            let done = MatRef::row_major(w, rows, inner).and_then(|a| {
+                let b = MatRef::row_major(col, inner, cols)?;
+                sgemm_unpacked(a, b, out, ostride, true, &Epilogue::default())
+            });
+            if done.is_ok() {
+                return;
+            }
+        }
+        gemm_acc(out, ostride, w, col, rows, inner, cols)
+    }
+}
 impl Num for f64 {}
 
 /// `out[m][p] += sum_r w[m][r] * col[r][p]` for an `rows x inner` by
@@ -159,7 +198,7 @@ fn conv_with_cols<F: Num>(
                 let nc = per.min(d.out_plane - c0);
                 let cbuf = &mut col[..inner * nc];
                 fill(b, gi, c0, nc, cbuf);
-                gemm_acc(&mut out[o0 + c0..], d.out_plane, wg, cbuf, mg, inner, nc);
+                F::gemm_acc_fast(&mut out[o0 + c0..], d.out_plane, wg, cbuf, mg, inner, nc);
                 c0 += nc;
             }
         }
@@ -911,6 +950,21 @@ pub fn register(r: &mut Registry) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_f32_product_matches_plain_loop() {
+        // 9 rows x 13 inner x 37 columns into rows 40 apart, over a bias
+        let (rows, inner, cols, ostride) = (9, 13, 37, 40);
+        let w: Vec<f32> = (0..rows * inner).map(|i| (i % 7) as f32 - 3.0).collect();
+        let col: Vec<f32> = (0..inner * cols).map(|i| (i % 5) as f32 * 0.5).collect();
+        let start: Vec<f32> = (0..rows * ostride).map(|i| (i % 3) as f32).collect();
+        let mut want = start.clone();
+        gemm_acc(&mut want, ostride, &w, &col, rows, inner, cols);
+        let mut got = start;
+        f32::gemm_acc_fast(&mut got, ostride, &w, &col, rows, inner, cols);
+        // small integers and halves: both sums are exact
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn gemm_accumulates() {
