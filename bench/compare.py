@@ -9,7 +9,8 @@ The models are built here with onnx.helper from fixed seeds (opset 17), so
 the comparison needs no downloads beyond the pinned packages. For each model
 the script first checks that both runtimes agree on one input (max relative
 error), then times them in alternating rounds: one `onyx bench --json`
-process, then the same number of ONNX Runtime runs in this process. Each
+process, then the same number of ONNX Runtime runs in a fresh Python process (so
+neither runtime's idle threads linger into the other's turn). Each
 round's median is kept and the median of those is reported.
 """
 
@@ -150,9 +151,25 @@ def agreement(path, inputs, workdir):
     return worst
 
 
-def time_ort(sess, inputs, runs, warmup):
+def time_ort(path, inputs, threads, runs, warmup):
+    """ONNX Runtime's median in a fresh process, as Onyx's is: its idle
+    worker threads spin after a run, and must not linger into Onyx's turn."""
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--ort-worker", path, json.dumps(inputs),
+         str(threads), str(runs), str(warmup)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout)
+
+
+def ort_worker(path, inputs, threads, runs, warmup):
     import time
 
+    start = time.perf_counter()
+    sess = ort_session(path, threads)
+    load_ms = (time.perf_counter() - start) * 1e3
     rng = np.random.default_rng(2)
     feeds = {n: rng.uniform(-1, 1, s).astype(np.float32) for n, s in inputs.items()}
     for _ in range(warmup):
@@ -162,7 +179,7 @@ def time_ort(sess, inputs, runs, warmup):
         t = time.perf_counter()
         sess.run(None, feeds)
         times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+    print(json.dumps({"median_ms": float(np.median(times)), "load_ms": load_ms}))
 
 
 def time_onyx(path, threads, runs, warmup):
@@ -183,6 +200,11 @@ def progress(done, total, what):
 
 
 def main():
+    if len(sys.argv) == 7 and sys.argv[1] == "--ort-worker":
+        _, _, path, inputs, threads, runs, warmup = sys.argv
+        shapes = {n: tuple(s) for n, s in json.loads(inputs).items()}
+        ort_worker(path, shapes, int(threads), int(runs), int(warmup))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--runs", type=int, default=30)
@@ -202,25 +224,30 @@ def main():
         err = agreement(path, inputs, work)
         done += 1
         for threads in args.threads:
-            sess = ort_session(path, threads)
-            onyx_meds, ort_meds, load = [], [], []
+            onyx_meds, ort_meds, load, ort_load = [], [], [], []
             for _ in range(args.rounds):
                 progress(done, total, f"{title}: {threads} thread(s)")
                 r = time_onyx(path, threads, args.runs, args.warmup)
                 onyx_meds.append(r["median_ms"])
                 load.append(r["load_ms"])
-                ort_meds.append(time_ort(sess, inputs, args.runs, args.warmup))
+                r = time_ort(path, inputs, threads, args.runs, args.warmup)
+                ort_meds.append(r["median_ms"])
+                ort_load.append(r["load_ms"])
                 done += 1
             o, r = float(np.median(onyx_meds)), float(np.median(ort_meds))
-            rows.append((title, threads, o, r, o / r, float(np.median(load)), err))
+            rows.append(
+                (title, threads, o, r, o / r, float(np.median(load)), float(np.median(ort_load)), err)
+            )
     progress(total, total, "done")
     sys.stderr.write("\n")
     lines = [
-        "| model | threads | Onyx median ms | ORT median ms | Onyx/ORT | Onyx load ms | max rel err |",
-        "|---|---|---|---|---|---|---|",
+        "| model | threads | Onyx median ms | ORT median ms | Onyx/ORT | Onyx load ms | ORT load ms | max rel err |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for title, threads, o, r, ratio, load, err in rows:
-        lines.append(f"| {title} | {threads} | {o:.3f} | {r:.3f} | {ratio:.2f} | {load:.1f} | {err:.1e} |")
+    for title, threads, o, r, ratio, load, oload, err in rows:
+        lines.append(
+            f"| {title} | {threads} | {o:.3f} | {r:.3f} | {ratio:.2f} | {load:.1f} | {oload:.1f} | {err:.1e} |"
+        )
     table = "\n".join(lines)
     print(table)
     if args.write:
@@ -229,7 +256,7 @@ def main():
                 "# Benchmarks\n\n"
                 "Onyx against ONNX Runtime "
                 + ort.__version__
-                + " (CPU provider, sequential execution) on models that `bench/compare.py`"
+                + " (CPU provider, sequential execution, each timed in its own process) on models that `bench/compare.py`"
                 " builds from fixed seeds. Each cell is the median of "
                 f"{args.rounds} alternating rounds of {args.runs} runs after {args.warmup} warm-up runs;"
                 " batch and shapes are in the model's name. The error column compares one"

@@ -236,16 +236,31 @@ impl PackedB {
     /// Packs `b` for `isa` (the portable path if this CPU cannot run `isa`).
     pub fn with_isa(isa: Isa, b: MatRef) -> Self {
         let isa = if isa.available() { isa } else { Isa::Portable };
-        let (_, nr) = isa.tile();
+        let mut p = PackedB {
+            isa,
+            k: 0,
+            n: 0,
+            buf: Vec::new(),
+            off: 0,
+        };
+        p.repack(b);
+        p
+    }
+
+    /// Packs `b` in place of the current contents, reusing the memory: for
+    /// an operand that changes every call (a convolution's columns).
+    pub fn repack(&mut self, b: MatRef) {
+        let (_, nr) = self.isa.tile();
         let (k, n) = (b.rows, b.cols);
         let npanels = n.div_ceil(nr);
         let len = npanels * k * nr;
-        let mut buf = vec![0.0f32; len + 16];
-        let off = match buf.as_ptr().align_offset(64) {
+        self.buf.clear();
+        self.buf.resize(len + 16, 0.0);
+        let off = match self.buf.as_ptr().align_offset(64) {
             o if o < 16 => o,
             _ => 0,
         };
-        let panels = &mut buf[off..off + len];
+        let panels = &mut self.buf[off..off + len];
         for p in 0..npanels {
             let j0 = p * nr;
             let w = nr.min(n - j0);
@@ -260,13 +275,9 @@ impl PackedB {
                 }
             }
         }
-        PackedB {
-            isa,
-            k,
-            n,
-            buf,
-            off,
-        }
+        self.k = k;
+        self.n = n;
+        self.off = off;
     }
 
     /// Rows of B (the inner dimension of the product).
@@ -938,7 +949,10 @@ mod tests {
         };
         let mut want = vec![0.0f32; m * n];
         sgemm_reference(a, b, &mut want, n, false, &epi).unwrap();
-        let packed = PackedB::new(b);
+        // a buffer packed for another shape first: repacking replaces it
+        let mut packed = PackedB::new(MatRef::row_major(&av, 7, 9).unwrap());
+        packed.repack(b);
+        assert_eq!((packed.k(), packed.n()), (k, n));
         set_threads(3);
         let mut got = vec![0.0f32; m * n];
         sgemm(a, &packed, &mut got, n, false, &epi).unwrap();
