@@ -1,9 +1,10 @@
-//! `onyx`: run, inspect and check ONNX models from the command line.
+//! `onyx`: run, inspect, check and benchmark ONNX models from the command line.
 //!
 //! Every failure prints one line on stderr and exits non-zero; a panic
 //! (always a bug) is reported the same way, without a backtrace.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod inspect;
 mod npy;
 mod run;
@@ -48,6 +49,26 @@ enum Command {
         #[arg(long = "dim", value_name = "NAME=VALUE")]
         dims: Vec<String>,
     },
+    /// Time a model on random inputs: load, first run, and the median, p10
+    /// and p90 of repeated runs.
+    Bench {
+        model: PathBuf,
+        /// Threads the matrix products may use.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Timed runs.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Untimed runs after the first, before timing.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The size of a symbolic dim, as NAME=VALUE (default 1).
+        #[arg(long = "dim", value_name = "NAME=VALUE")]
+        dims: Vec<String>,
+    },
     /// Describe a model: versions, inputs and outputs, operators, parameters.
     Inspect { model: PathBuf },
     /// Validate a model's structure; exits non-zero if it has problems.
@@ -79,6 +100,21 @@ fn main() -> ExitCode {
             inputs_dir,
             output_dir,
             format,
+            dims,
+        }),
+        Command::Bench {
+            model,
+            threads,
+            runs,
+            warmup,
+            json,
+            dims,
+        } => bench::bench(&bench::BenchArgs {
+            model,
+            threads,
+            runs,
+            warmup,
+            json,
             dims,
         }),
         Command::Inspect { model } => inspect::inspect(&model),

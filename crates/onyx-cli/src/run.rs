@@ -116,6 +116,28 @@ fn random_input(
     ))
 }
 
+/// Random inputs of every declared input's type and shape, symbolic dims
+/// sized by `--dim NAME=VALUE` arguments (1 when not given).
+pub fn random_feeds(
+    session: &Session,
+    dim_args: &[String],
+) -> Result<Vec<(String, Value)>, String> {
+    let mut dims = HashMap::new();
+    for d in dim_args {
+        let (name, value) = split_pair(d, "--dim")?;
+        let value = value
+            .parse::<usize>()
+            .map_err(|_| format!("--dim '{d}': '{value}' is not a size"))?;
+        dims.insert(name.to_string(), value);
+    }
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut feeds = Vec::new();
+    for info in session.inputs() {
+        feeds.push((info.name.clone(), random_input(info, &dims, &mut rng)?));
+    }
+    Ok(feeds)
+}
+
 /// One line describing a value: kind, shape, a few elements, min/max/mean.
 fn summary(v: &Value) -> String {
     let Value::Tensor(t) = v else {
@@ -193,18 +215,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     }
     let random = feeds.is_empty() && !session.inputs().is_empty();
     if random {
-        let mut dims = HashMap::new();
-        for d in &args.dims {
-            let (name, value) = split_pair(d, "--dim")?;
-            let value = value
-                .parse::<usize>()
-                .map_err(|_| format!("--dim '{d}': '{value}' is not a size"))?;
-            dims.insert(name.to_string(), value);
-        }
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        for info in session.inputs() {
-            feeds.push((info.name.clone(), random_input(info, &dims, &mut rng)?));
-        }
+        feeds = random_feeds(&session, &args.dims)?;
     }
     let input_lines: Vec<String> = feeds
         .iter()

@@ -304,3 +304,56 @@ fn runs_the_example_model() {
     );
     assert!(stdout.contains("probabilities: float [2, 3]"), "{stdout}");
 }
+
+#[test]
+fn benches_the_example_model() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mlp.onnx");
+    let m = example.to_str().unwrap();
+    let out = onyx(&[
+        "bench",
+        m,
+        "--runs",
+        "5",
+        "--warmup",
+        "1",
+        "--threads",
+        "2",
+        "--json",
+        "--dim",
+        "batch=3",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.trim();
+    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    for key in ["load_ms", "first_run_ms", "median_ms", "p10_ms", "p90_ms"] {
+        let at = line
+            .find(&format!("\"{key}\": "))
+            .unwrap_or_else(|| panic!("{key} in {line}"));
+        let rest = &line[at + key.len() + 4..];
+        let num: f64 = rest[..rest.find(',').unwrap()].parse().unwrap();
+        assert!(num >= 0.0 && num.is_finite(), "{key} = {num}");
+    }
+    assert!(
+        line.contains("\"runs\": 5") && line.contains("\"threads\": 2"),
+        "{line}"
+    );
+    // the percentiles are ordered
+    let get = |key: &str| -> f64 {
+        let at = line.find(&format!("\"{key}\": ")).unwrap() + key.len() + 4;
+        line[at..at + line[at..].find(',').unwrap()]
+            .parse()
+            .unwrap()
+    };
+    assert!(get("p10_ms") <= get("median_ms") && get("median_ms") <= get("p90_ms"));
+    let out = onyx(&["bench", m, "--runs", "0"]);
+    assert_fails_with(&out, "--runs must be at least 1");
+    let out = onyx(&["bench", "no-such-model.onnx"]);
+    assert!(!out.status.success());
+    let text = onyx(&["bench", m, "--runs", "2"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("median"));
+}

@@ -3,7 +3,9 @@
 //!
 //! Everything is computed in f64 through im2col (or col2im for the
 //! transposed forms) and a plain matrix product, then converted back to the
-//! input's element type. The window geometry is shared with pooling.
+//! input's element type. The window geometry is shared with pooling. The
+//! f32 Conv product runs through onyx-kernels' packed GEMM; `gemm_acc` stays
+//! as its oracle and for the other types.
 
 use onyx_tensor::{numel, strides_of, DType, Tensor, Value};
 
@@ -18,8 +20,60 @@ fn checked_prod(dims: &[usize]) -> OpResult<usize> {
 }
 
 /// The element types convolutions compute in.
-pub(crate) trait Num: num_traits::Float + Default + Send + Sync + 'static {}
-impl Num for f32 {}
+pub(crate) trait Num: num_traits::Float + Default + Send + Sync + 'static {
+    /// [`gemm_acc`], through the fastest kernel there is for the type.
+    fn gemm_acc_fast(
+        out: &mut [Self],
+        ostride: usize,
+        w: &[Self],
+        col: &[Self],
+        rows: usize,
+        inner: usize,
+        cols: usize,
+    ) {
+        gemm_acc(out, ostride, w, col, rows, inner, cols)
+    }
+}
+impl Num for f32 {
+    fn gemm_acc_fast(
+        out: &mut [f32],
+        ostride: usize,
+        w: &[f32],
+        col: &[f32],
+        rows: usize,
+        inner: usize,
+        cols: usize,
+    ) {
+        use onyx_kernels::{sgemm, Epilogue, MatRef, PackedB};
+        use std::cell::RefCell;
+        thread_local! {
+            // the columns' panels, reused from chunk to chunk and run to run
+            static SCRATCH: RefCell<Option<PackedB>> = const { RefCell::new(None) };
+        }
+        // packing the columns costs about what a few output rows do: the
+        // plain loop is as good for depthwise and other thin products
+        if rows >= 4 && cols >= 8 {
+            let done = MatRef::row_major(w, rows, inner).and_then(|a| {
+                let b = MatRef::row_major(col, inner, cols)?;
+                SCRATCH.with(|s| {
+                    let mut s = s.borrow_mut();
+                    let pb = match s.as_mut() {
+                        Some(pb) => {
+                            pb.repack(b);
+                            pb
+                        }
+                        None => s.insert(PackedB::new(b)),
+                    };
+                    sgemm(a, pb, out, ostride, true, &Epilogue::default())
+                })
+            });
+            if done.is_ok() {
+                return;
+            }
+        }
+        gemm_acc(out, ostride, w, col, rows, inner, cols)
+    }
+}
 impl Num for f64 {}
 
 /// `out[m][p] += sum_r w[m][r] * col[r][p]` for an `rows x inner` by
@@ -159,7 +213,7 @@ fn conv_with_cols<F: Num>(
                 let nc = per.min(d.out_plane - c0);
                 let cbuf = &mut col[..inner * nc];
                 fill(b, gi, c0, nc, cbuf);
-                gemm_acc(&mut out[o0 + c0..], d.out_plane, wg, cbuf, mg, inner, nc);
+                F::gemm_acc_fast(&mut out[o0 + c0..], d.out_plane, wg, cbuf, mg, inner, nc);
                 c0 += nc;
             }
         }
@@ -212,6 +266,72 @@ fn im2col<F: Num>(
                 next_index(&mut o, &g.output);
             }
             next_index(&mut k, &g.kernel);
+        }
+    }
+}
+
+/// [`im2col`] for two spatial dims: whole runs of an output row at a time,
+/// a row of input read directly, and rows in the padding zero-filled.
+#[allow(clippy::too_many_arguments)]
+fn im2col_2d<F: Num>(
+    x: &[F],
+    d: &ConvDims,
+    g: &Geometry,
+    taps: &[Vec<Tap>],
+    b: usize,
+    gi: usize,
+    c0: usize,
+    nc: usize,
+    col: &mut [F],
+) {
+    let cg = d.c / d.group;
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let ow = g.output[1].max(1);
+    let iw = g.input[1];
+    let unit_stride = g.strides[1] == 1;
+    for ci in 0..cg {
+        let plane0 = (b * d.c + gi * cg + ci) * d.in_plane;
+        let plane = &x[plane0..plane0 + d.in_plane];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let base = (kx * g.dilations[1]) as i64 - g.pad_begin[1] as i64;
+                let row = &mut col[((ci * kh + ky) * kw + kx) * nc..][..nc];
+                let (mut oy, mut ox) = (c0 / ow, c0 % ow);
+                let mut filled = 0;
+                while filled < nc {
+                    let run = (ow - ox).min(nc - filled);
+                    let dst = &mut row[filled..filled + run];
+                    match taps[0][oy * kh + ky] {
+                        Tap::In(iy) if unit_stride => {
+                            // input columns ox + j + base, for those inside the row
+                            let src = &plane[iy * iw..(iy + 1) * iw];
+                            let first = ox as i64 + base;
+                            let lo = (-first).clamp(0, run as i64) as usize;
+                            let hi = (iw as i64 - first).clamp(lo as i64, run as i64) as usize;
+                            dst[..lo].fill(F::zero());
+                            if hi > lo {
+                                let s0 = (first + lo as i64) as usize;
+                                dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                            }
+                            dst[hi..].fill(F::zero());
+                        }
+                        Tap::In(iy) => {
+                            let src = &plane[iy * iw..(iy + 1) * iw];
+                            let xt = &taps[1][ox * kw + kx..];
+                            for (j, cell) in dst.iter_mut().enumerate() {
+                                *cell = match xt[j * kw] {
+                                    Tap::In(ix) => src[ix],
+                                    _ => F::zero(),
+                                };
+                            }
+                        }
+                        _ => dst.fill(F::zero()),
+                    }
+                    filled += run;
+                    ox = 0;
+                    oy += 1;
+                }
+            }
         }
     }
 }
@@ -287,7 +407,11 @@ pub(crate) fn conv_run<F: Num>(
     let inner = (d.c / d.group) * d.kprod;
     let chunk = ((1usize << 18) / inner.max(1)).max(256);
     let out = conv_with_cols(&d, wv, bias, chunk, |b, gi, c0, nc, col| {
-        im2col(xv, &d, &g, &taps, b, gi, c0, nc, col)
+        if g.input.len() == 2 {
+            im2col_2d(xv, &d, &g, &taps, b, gi, c0, nc, col)
+        } else {
+            im2col(xv, &d, &g, &taps, b, gi, c0, nc, col)
+        }
     });
     let mut shape = vec![d.n, d.m];
     shape.extend_from_slice(&g.output);
@@ -913,6 +1037,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fast_f32_product_matches_plain_loop() {
+        // 9 rows x 13 inner x 37 columns into rows 40 apart, over a bias
+        let (rows, inner, cols, ostride) = (9, 13, 37, 40);
+        let w: Vec<f32> = (0..rows * inner).map(|i| (i % 7) as f32 - 3.0).collect();
+        let col: Vec<f32> = (0..inner * cols).map(|i| (i % 5) as f32 * 0.5).collect();
+        let start: Vec<f32> = (0..rows * ostride).map(|i| (i % 3) as f32).collect();
+        let mut want = start.clone();
+        gemm_acc(&mut want, ostride, &w, &col, rows, inner, cols);
+        let mut got = start;
+        f32::gemm_acc_fast(&mut got, ostride, &w, &col, rows, inner, cols);
+        // small integers and halves: both sums are exact
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn gemm_accumulates() {
         let mut out = vec![1.0, 1.0];
         // [1 2] x [[1 0],[0 1]] added to [1 1]
@@ -980,6 +1119,57 @@ mod tests {
         conv_with_cols(&d, &[1.0; 4], Some(&[0.5]), chunk, |b, gi, c0, nc, col| {
             im2col(x, &d, &g, &taps, b, gi, c0, nc, col)
         })
+    }
+
+    #[test]
+    fn im2col_2d_matches_general() {
+        // strides, dilations, uneven padding, two groups, ceil mode, chunks
+        type Case<'a> = (&'a [i64], &'a [i64], &'a [i64], bool, usize);
+        let cases: [Case; 5] = [
+            (&[1, 1], &[1, 1], &[1, 1, 1, 1], false, 7),
+            (&[1, 1], &[2, 3], &[0, 4, 2, 5], false, 11),
+            (&[2, 1], &[1, 2], &[0, 2, 1, 0], false, 5),
+            (&[2, 2], &[2, 1], &[1, 0, 0, 1], true, 64),
+            (&[3, 2], &[1, 1], &[2, 2, 2, 2], true, 1),
+        ];
+        let (c, group, h, w) = (4, 2, 7, 6);
+        let x: Vec<f64> = (0..2 * c * h * w).map(|i| i as f64 * 0.25 - 3.0).collect();
+        for (strides, dil, pads, ceil, chunk) in cases {
+            let attrs = WindowAttrs {
+                kernel: None,
+                strides: Some(strides.to_vec()),
+                dilations: Some(dil.to_vec()),
+                pads: Some(pads.to_vec()),
+                auto_pad: AutoPad::NotSet,
+                ceil_mode: ceil,
+            };
+            let g = attrs.geometry(&[h, w], Some(&[3, 2])).unwrap();
+            let d = ConvDims {
+                n: 2,
+                c,
+                m: 2,
+                group,
+                kprod: 6,
+                in_plane: h * w,
+                out_plane: g.out_size().unwrap(),
+            };
+            let taps = g.taps();
+            let inner = (c / group) * d.kprod;
+            for b in 0..2 {
+                for gi in 0..group {
+                    let mut c0 = 0;
+                    while c0 < d.out_plane {
+                        let nc = chunk.min(d.out_plane - c0);
+                        let mut want = vec![9.0; inner * nc];
+                        let mut got = vec![7.0; inner * nc];
+                        im2col(&x, &d, &g, &taps, b, gi, c0, nc, &mut want);
+                        im2col_2d(&x, &d, &g, &taps, b, gi, c0, nc, &mut got);
+                        assert_eq!(got, want, "strides {strides:?} pads {pads:?} c0 {c0}");
+                        c0 += nc;
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -510,6 +510,7 @@ mod tests {
             node: &node,
             opset: 15,
             planner: &planner,
+            const_inputs: &[],
         })
         .unwrap();
         let n = 20_000;

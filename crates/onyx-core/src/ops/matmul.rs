@@ -15,6 +15,8 @@ use onyx_tensor::{
     Elem, Tensor, Value,
 };
 
+use onyx_kernels::{sgemm, Epilogue, MatRef, PackedB};
+
 use super::cast::cast_tensor;
 use super::elementwise::Arith;
 use super::{one, opt_tensor_in, tensor_in, BuildCtx, Kernel, OpResult, Registry, RunCtx};
@@ -153,6 +155,77 @@ pub(crate) fn mm_run<T: Copy>(
     Ok(out)
 }
 
+fn gemm_err(e: onyx_kernels::GemmError) -> crate::ops::OpError {
+    op_err!("{e}")
+}
+
+/// The planned f32 product through the packed GEMM kernels. `packed` is B
+/// packed ahead of time (a constant weight); otherwise B is packed here, once
+/// when every batch shares it.
+fn mm_f32_fast(a: &[f32], b: &[f32], p: &MmPlan, packed: Option<&PackedB>) -> OpResult<Vec<f32>> {
+    let (m, k, n) = (p.m, p.k, p.n);
+    let mut out = vec![0.0f32; p.pairs.len() * m * n];
+    if m * n == 0 {
+        return Ok(out);
+    }
+    let none = Epilogue::default();
+    let a_mat = |oa: usize, rows: usize| -> OpResult<MatRef> {
+        let am = a
+            .get(oa..oa + rows * k)
+            .ok_or_else(|| op_err!("first operand is smaller than its shape says"))?;
+        MatRef::row_major(am, rows, k).map_err(gemm_err)
+    };
+    let b_packed = |ob: usize| -> OpResult<PackedB> {
+        let bm = b
+            .get(ob..ob + k * n)
+            .ok_or_else(|| op_err!("second operand is smaller than its shape says"))?;
+        Ok(PackedB::new(MatRef::row_major(bm, k, n).map_err(gemm_err)?))
+    };
+    let shared_b = p.pairs.iter().all(|&(_, ob)| ob == p.pairs[0].1);
+    if shared_b {
+        let own;
+        let pb = match packed {
+            Some(pb) if pb.k() == k && pb.n() == n => pb,
+            _ => {
+                own = b_packed(p.pairs[0].1)?;
+                &own
+            }
+        };
+        // batches of A laid end to end: one tall product
+        let a_dense = p
+            .pairs
+            .iter()
+            .enumerate()
+            .all(|(i, &(oa, _))| oa == i * m * k);
+        if a_dense {
+            let rows = p.pairs.len() * m;
+            return sgemm(a_mat(0, rows)?, pb, &mut out, n, false, &none)
+                .map(|_| out)
+                .map_err(gemm_err);
+        }
+        for (o, &(oa, _)) in out.chunks_mut(m * n).zip(&p.pairs) {
+            sgemm(a_mat(oa, m)?, pb, o, n, false, &none).map_err(gemm_err)?;
+        }
+        return Ok(out);
+    }
+    for (o, &(oa, ob)) in out.chunks_mut(m * n).zip(&p.pairs) {
+        sgemm(a_mat(oa, m)?, &b_packed(ob)?, o, n, false, &none).map_err(gemm_err)?;
+    }
+    Ok(out)
+}
+
+/// A constant f32 MatMul weight of rank 1 or 2, packed for the kernels.
+fn pack_weight(w: Option<&Tensor>) -> Option<PackedB> {
+    let w = w?;
+    let v = w.as_slice::<f32>().ok()?;
+    let (k, n) = match *w.shape() {
+        [k] => (k, 1),
+        [k, n] => (k, n),
+        _ => return None,
+    };
+    Some(PackedB::new(MatRef::row_major(v, k, n).ok()?))
+}
+
 fn mm_f64(a: &[f64], b: &[f64], p: &MmPlan) -> OpResult<Vec<f64>> {
     mm_run(a, b, p, 0.0, |acc, x, y| acc + x * y)
 }
@@ -164,7 +237,18 @@ fn mm_typed<T: Arith + Elem>(a: &[T], b: &Tensor, p: &MmPlan, dtype: DType) -> O
 }
 
 /// numpy `matmul` of two tensors of the same numeric type.
+#[cfg(test)]
 pub(crate) fn matmul(check: Check, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
+    matmul_packed(check, a, b, None)
+}
+
+/// [`matmul`], with B already packed when it is a constant f32 weight.
+fn matmul_packed(
+    check: Check,
+    a: &Tensor,
+    b: &Tensor,
+    packed: Option<&PackedB>,
+) -> OpResult<Tensor> {
     if a.dtype() != b.dtype() {
         return Err(op_err!(
             "operands have different element types {} and {}",
@@ -179,7 +263,7 @@ pub(crate) fn matmul(check: Check, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
         // f32 and f64 multiply natively, as numpy does
         Data::F32(x) => {
             let y = b.as_slice::<f32>()?;
-            let v = mm_run(x, y, &p, 0.0f32, |acc, u, w| acc + u * w)?;
+            let v = mm_f32_fast(x, y, &p, packed)?;
             Ok(Tensor::from_vec(p.out_shape, v)?)
         }
         Data::F64(x) => {
@@ -220,7 +304,19 @@ fn build_gemm(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
         alpha: f64::from(ctx.node.attr_float("alpha")?.unwrap_or(1.0)),
         beta: f64::from(ctx.node.attr_float("beta")?.unwrap_or(1.0)),
     };
+    // a constant f32 B is packed (transposed as the node asks) once, here
+    let packed = ctx.const_input(1).and_then(|w| {
+        let v = w.as_slice::<f32>().ok()?;
+        let [r, c] = *w.shape() else { return None };
+        let m = MatRef::row_major(v, r, c).ok()?;
+        Some(PackedB::new(if at.trans_b { m.t() } else { m }))
+    });
     Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        let (a, b) = (tensor_in(inputs, 0)?, tensor_in(inputs, 1)?);
+        let c = opt_tensor_in(inputs, 2)?;
+        if let Some(y) = gemm_f32(&|n, b| ctx.check_alloc(n, b), &at, a, b, c, packed.as_ref())? {
+            return one(y);
+        }
         one(gemm(
             &|n, b| ctx.check_alloc(n, b),
             &at,
@@ -229,6 +325,85 @@ fn build_gemm(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
             opt_tensor_in(inputs, 2)?,
         )?)
     }))
+}
+
+/// The f32 Gemm through the packed kernels; `None` when the inputs are not
+/// all f32 2-D tensors whose inner dimensions agree (the general path then
+/// reports the problem).
+fn gemm_f32(
+    check: Check,
+    at: &GemmAttrs,
+    a: &Tensor,
+    b: &Tensor,
+    c: Option<&Tensor>,
+    packed: Option<&PackedB>,
+) -> OpResult<Option<Tensor>> {
+    let (Ok(av), Ok(bv)) = (a.as_slice::<f32>(), b.as_slice::<f32>()) else {
+        return Ok(None);
+    };
+    if c.is_some_and(|c| c.dtype() != DType::Float) {
+        return Ok(None);
+    }
+    let (&[ar, ac], &[br, bc]) = (a.shape(), b.shape()) else {
+        return Ok(None);
+    };
+    let am = MatRef::row_major(av, ar, ac).map_err(gemm_err)?;
+    let bm = MatRef::row_major(bv, br, bc).map_err(gemm_err)?;
+    let am = if at.trans_a { am.t() } else { am };
+    let bm = if at.trans_b { bm.t() } else { bm };
+    let (m, k, n) = (am.rows(), am.cols(), bm.cols());
+    if k != bm.rows() {
+        return Ok(None);
+    }
+    let total = m
+        .checked_mul(n)
+        .ok_or_else(|| op_err!("Gemm output {m}x{n} is too large"))?;
+    check(total, 4)?;
+    let cv = match c {
+        Some(c) => {
+            let target = [m, n];
+            if broadcast_shapes(&[c.shape(), &target]).ok().as_deref() != Some(&target[..]) {
+                return Err(op_err!(
+                    "Gemm bias C of shape {:?} does not broadcast to {m}x{n}",
+                    c.shape()
+                ));
+            }
+            Some((c, c.as_slice::<f32>()?))
+        }
+        None => None,
+    };
+    // a bias per column with alpha = beta = 1 is fused into the product
+    let fused = at.alpha == 1.0
+        && at.beta == 1.0
+        && cv.is_some_and(|(c, v)| v.len() == n && c.shape().last() == Some(&n));
+    let epi = Epilogue {
+        col_bias: if fused { cv.map(|(_, v)| v) } else { None },
+        ..Epilogue::default()
+    };
+    let own;
+    let pb = match packed {
+        Some(pb) if pb.k() == k && pb.n() == n => pb,
+        _ => {
+            own = PackedB::new(bm);
+            &own
+        }
+    };
+    let mut out = vec![0.0f32; total];
+    sgemm(am, pb, &mut out, n, false, &epi).map_err(gemm_err)?;
+    if !fused {
+        if at.alpha != 1.0 {
+            let alpha = at.alpha as f32;
+            out.iter_mut().for_each(|o| *o *= alpha);
+        }
+        if let Some((c, v)) = cv {
+            let beta = at.beta as f32;
+            let cs = broadcast_strides(c.shape(), &[m, n]);
+            for_each_broadcast_index(&[m, n], [&cs], |flat, [ic]| {
+                out[flat] += beta * v[ic];
+            });
+        }
+    }
+    Ok(Some(Tensor::from_vec(vec![m, n], out)?))
 }
 
 /// alpha * A' B' + beta * C, with C broadcast to the product's shape.
@@ -1256,12 +1431,17 @@ fn rotary(
 }
 
 pub fn register(r: &mut Registry) {
-    r.add("", "MatMul", |_| {
-        Ok(Box::new(|ctx: &RunCtx, inputs: &[Option<&Value>]| {
-            one(matmul(
+    r.add("", "MatMul", |bctx| {
+        let packed = pack_weight(bctx.const_input(1));
+        Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+            let b = tensor_in(inputs, 1)?;
+            // the packed weight stands for B only while B has its shape
+            let pb = packed.as_ref().filter(|_| b.dtype() == DType::Float);
+            one(matmul_packed(
                 &|n, b| ctx.check_alloc(n, b),
                 tensor_in(inputs, 0)?,
-                tensor_in(inputs, 1)?,
+                b,
+                pb,
             )?)
         }))
     });
@@ -1299,6 +1479,99 @@ mod tests {
         assert_eq!(mm_f64(&a, &b, &p).unwrap(), vec![19.0, 22.0, 43.0, 50.0]);
         let p = mm_plan(&no_limit, &[2], &[2, 2]).unwrap();
         assert_eq!(mm_f64(&a[..2], &b, &p).unwrap(), vec![19.0, 22.0]);
+    }
+
+    fn vals(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7 + seed * 13) % 23) as f32 / 8.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn fast_f32_matmul_matches_plain_loop() {
+        let cases: [(&[usize], &[usize]); 7] = [
+            (&[1, 70], &[70, 33]),
+            (&[3, 5, 17], &[17, 40]),
+            (&[2, 1, 4, 9], &[3, 9, 5]),
+            (&[13], &[13, 6]),
+            (&[4, 13], &[13]),
+            (&[2, 3, 300], &[2, 300, 2]),
+            (&[0, 4], &[4, 3]),
+        ];
+        for (sa, sb) in cases {
+            let a = vals(sa.iter().product(), 1);
+            let b = vals(sb.iter().product(), 2);
+            let p = mm_plan(&no_limit, sa, sb).unwrap();
+            let want = mm_run(&a, &b, &p, 0.0f32, |acc, x, y| acc + x * y).unwrap();
+            let mut got = vec![mm_f32_fast(&a, &b, &p, None).unwrap()];
+            // a weight packed ahead of time gives the same result
+            if sb.len() <= 2 {
+                let bt = t32(sb, &b);
+                let pb = pack_weight(Some(&bt)).unwrap();
+                got.push(mm_f32_fast(&a, &b, &p, Some(&pb)).unwrap());
+            }
+            for g in got {
+                assert_eq!(g.len(), want.len(), "{sa:?} x {sb:?}");
+                for (x, y) in g.iter().zip(&want) {
+                    assert!(
+                        (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                        "{sa:?} x {sb:?}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_f32_gemm_matches_f64_path() {
+        let a = t32(&[5, 7], &vals(35, 3));
+        let b = t32(&[7, 9], &vals(63, 4));
+        let bt = t32(&[9, 7], &vals(63, 4));
+        let at_ = t32(&[7, 5], &vals(35, 3));
+        let biases = [
+            None,
+            Some(t32(&[9], &vals(9, 5))),
+            Some(t32(&[5, 1], &vals(5, 6))),
+            Some(t32(&[5, 9], &vals(45, 7))),
+        ];
+        for (alpha, beta) in [(1.0, 1.0), (0.5, 2.0)] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let at = GemmAttrs {
+                    trans_a: ta,
+                    trans_b: tb,
+                    alpha,
+                    beta,
+                };
+                let (aa, bb) = (if ta { &at_ } else { &a }, if tb { &bt } else { &b });
+                for c in &biases {
+                    let want = gemm(&no_limit, &at, aa, bb, c.as_ref()).unwrap();
+                    let got = gemm_f32(&no_limit, &at, aa, bb, c.as_ref(), None)
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(got.shape(), &[5, 9]);
+                    let (g, w) = (
+                        got.as_slice::<f32>().unwrap(),
+                        want.as_slice::<f32>().unwrap(),
+                    );
+                    for (x, y) in g.iter().zip(w) {
+                        assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{x} vs {y}");
+                    }
+                }
+            }
+        }
+        // a bias that does not broadcast is an error, not a panic
+        let at = GemmAttrs {
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 1.0,
+        };
+        let bad = t32(&[4], &[0.0; 4]);
+        assert!(gemm_f32(&no_limit, &at, &a, &b, Some(&bad), None).is_err());
+        // mismatched inner dims fall through to the general path's error
+        assert!(gemm_f32(&no_limit, &at, &a, &a, None, None)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -105,9 +105,20 @@ pub struct BuildCtx<'a> {
     /// The version of the node's domain the model imports.
     pub opset: i64,
     pub(crate) planner: &'a Planner<'a>,
+    /// Per node input: the initializer it reads, when no run can change it.
+    pub(crate) const_inputs: &'a [Option<&'a Value>],
 }
 
 impl BuildCtx<'_> {
+    /// Input `i` when it is a constant tensor (an initializer that is not
+    /// also a graph input), so a kernel can prepare it once, at build time.
+    pub fn const_input(&self, i: usize) -> Option<&onyx_tensor::Tensor> {
+        match self.const_inputs.get(i).copied().flatten() {
+            Some(Value::Tensor(t)) => Some(t),
+            _ => None,
+        }
+    }
+
     /// Compiles a subgraph held by this node; it may read the enclosing scopes.
     pub fn subgraph(&self, graph: &Graph) -> OpResult<Arc<Plan>> {
         self.planner

@@ -248,6 +248,7 @@ mod tests {
             node: &node,
             opset: 20,
             planner: &planner,
+            const_inputs: &[],
         })
         .unwrap();
         let x = Value::Tensor(st(&[4], &["a12", "xa12", "b", "a"]));

@@ -175,7 +175,11 @@ impl Planner<'_> {
         self.build(g, true)
     }
 
-    fn build_kernel(&self, node: &Node) -> Result<Box<dyn Kernel>> {
+    fn build_kernel(
+        &self,
+        node: &Node,
+        const_inputs: &[Option<&Value>],
+    ) -> Result<Box<dyn Kernel>> {
         let build = self
             .registry
             .get(&node.domain, &node.op_type)
@@ -205,6 +209,7 @@ impl Planner<'_> {
             node,
             opset,
             planner: self,
+            const_inputs,
         };
         build(&ctx).map_err(|e| {
             // keep the kind of nested failures (an unsupported op inside a subgraph)
@@ -293,7 +298,14 @@ impl Planner<'_> {
                     _ => None,
                 })
                 .collect();
-            let kernel = self.build_kernel(node)?;
+            let const_inputs: Vec<Option<&Value>> = step_inputs
+                .iter()
+                .map(|s| match s {
+                    Some(Source::Const(c)) => consts.get(*c),
+                    _ => None,
+                })
+                .collect();
+            let kernel = self.build_kernel(node, &const_inputs)?;
             steps.push(Step {
                 node: node.clone(),
                 kernel,
