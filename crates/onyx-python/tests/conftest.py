@@ -26,6 +26,12 @@ def _case_id(item):
     return f"{suite}/{item.name[: -len('_cpu')]}"
 
 
+# Cases onnx's own runner cannot compare for any backend: it recurses into
+# sequence items and calls len() on each, which fails on a 0-d array.
+RUNNER_CANNOT_COMPARE = {
+    "node/test_loop16_seq_none": "onnx's runner calls len() on a 0-d sequence item",
+}
+
 _backend = {"expected": set(), "passed": set(), "ran": set()}
 
 
@@ -37,7 +43,9 @@ def pytest_collection_modifyitems(config, items):
         if case is None:
             continue
         _backend["ran"].add(case)
-        if case not in expected:
+        if case in RUNNER_CANNOT_COMPARE:
+            item.add_marker(pytest.mark.xfail(reason=RUNNER_CANNOT_COMPARE[case], strict=True))
+        elif case not in expected:
             item.add_marker(pytest.mark.xfail(reason="not passed by the Rust conformance runner", strict=False))
 
 
