@@ -10,7 +10,7 @@ pub struct Limits {
     /// Largest size in bytes of one tensor an operator may create.
     pub max_tensor_bytes: usize,
     /// Most bytes of values one run may hold at once, across the graph and
-    /// its subgraphs (fed inputs and initializers not counted).
+    /// its subgraphs (inputs counted, initializers not).
     pub max_run_bytes: usize,
     /// Deepest nesting of subgraphs (If/Loop/Scan bodies) and of calls of
     /// model-local functions.

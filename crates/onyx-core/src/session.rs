@@ -38,6 +38,16 @@ impl Session {
 
     /// Builds a session from the bytes of an .onnx file (no external data).
     pub fn from_bytes(bytes: &[u8], options: SessionOptions) -> Result<Session> {
+        let max = options.load_limits.max_model_bytes;
+        if bytes.len() as u64 > max {
+            return Err(Error::new(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "the model is {} bytes, over the limit max_model_bytes={max}",
+                    bytes.len()
+                ),
+            ));
+        }
         let proto = decode_model(bytes)?;
         Session::from_model(import_model_with(&proto, None, &options.limits)?, options)
     }

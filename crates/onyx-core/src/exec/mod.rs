@@ -66,6 +66,17 @@ impl Plan {
                 (None, None) => None,
             };
         }
+        // the inputs count too: they are freed, like any value, after their last reader
+        let fed = frame
+            .slots
+            .iter()
+            .flatten()
+            .fold(0usize, |n, v| n.saturating_add(value_bytes(v)));
+        limits
+            .check_run_bytes(frame.held_bytes(), fed)
+            .map_err(|e| Error::new(e.kind, format!("the graph's inputs: {e}")))?;
+        frame.held.fetch_add(fed, Ordering::Relaxed);
+        own += fed;
         for step in &self.steps {
             let outputs = {
                 let args: Vec<Option<&Value>> = step
