@@ -5,6 +5,8 @@
 # Needs cargo-fuzz (`cargo install cargo-fuzz`); the stable toolchain is
 # allowed nightly flags through RUSTC_BOOTSTRAP. Crashes land in
 # fuzz/artifacts/TARGET/; replay one with `fuzz/run.sh TARGET 0 FILE`.
+# FUZZ_FLAGS adds cargo-fuzz build flags, e.g. FUZZ_FLAGS=-a for overflow
+# checks and debug assertions (a separate, slower build).
 set -euo pipefail
 cd "$(dirname "$0")"
 target=${1:?usage: fuzz/run.sh decode|session|run SECONDS [FILE]}
@@ -15,10 +17,10 @@ if [ ! -d "$corpus" ] || [ -z "$(ls -A "$corpus")" ]; then
 fi
 export RUSTC_BOOTSTRAP=1
 if [ $# -ge 3 ]; then
-    exec cargo fuzz run --sanitizer none "$target" "$3"
+    exec cargo fuzz run --sanitizer none ${FUZZ_FLAGS:-} "$target" "$3"
 fi
 # -timeout: a single input running over 5 s counts as a hang;
 # -rss_limit_mb: the process staying over 2 GiB counts as a finding.
-exec cargo fuzz run --sanitizer none "$target" "$corpus" -- \
+exec cargo fuzz run --sanitizer none ${FUZZ_FLAGS:-} "$target" "$corpus" -- \
     -max_total_time="$seconds" -timeout=5 -rss_limit_mb=2048 -max_len=1048576 \
     -print_final_stats=1
