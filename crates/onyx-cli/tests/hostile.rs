@@ -1199,6 +1199,28 @@ fn cases() -> Vec<Case> {
             Runtime,
             "too many elements",
         ),
+        case(
+            // found by the run fuzz target: the offset computation overflowed
+            "Attention with a nonpad_kv_seqlen of i64::MIN",
+            Src::Model({
+                let qkv = |name: &str| {
+                    tensor_to_proto(
+                        &Tensor::from_vec(vec![1, 1, 1, 2], vec![0.5f32, 1.0]).unwrap(),
+                        name,
+                    )
+                };
+                let mut m = model(graph(
+                    vec![node("Attention", &["q", "k", "v", "", "", "", "np"], &["y"], vec![])],
+                    vec![],
+                    vec![out("y")],
+                    vec![qkv("q"), qkv("k"), qkv("v"), ints("np", &[i64::MIN])],
+                ));
+                m.opset_import[0].version = Some(24);
+                m
+            }),
+            Runtime,
+            "nonpad_kv_seqlen value -9223372036854775808 is negative",
+        ),
         // ---- recursion and nesting
         case(
             "function that calls itself",
