@@ -5,8 +5,8 @@
 # Needs cargo-fuzz (`cargo install cargo-fuzz`); the stable toolchain is
 # allowed nightly flags through RUSTC_BOOTSTRAP. Crashes land in
 # fuzz/artifacts/TARGET/; replay one with `fuzz/run.sh TARGET 0 FILE`.
-# FUZZ_FLAGS adds cargo-fuzz build flags, e.g. FUZZ_FLAGS=-a for overflow
-# checks and debug assertions (a separate, slower build).
+# FUZZ_FLAGS adds cargo-fuzz build flags (a separate build); the default
+# build already panics on integer overflow.
 set -euo pipefail
 cd "$(dirname "$0")"
 target=${1:?usage: fuzz/run.sh decode|session|run SECONDS [FILE]}
