@@ -3,7 +3,7 @@ use std::path::Path;
 use onyx_format::{decode_model, load_model, ExternalDataDir, LoadLimits};
 use onyx_tensor::{DType, Value};
 
-use crate::ir::{import_model, Dim, Model, TypeInfo, ValueInfo};
+use crate::ir::{import_model_with, Dim, Model, TypeInfo, ValueInfo};
 use crate::ops::Registry;
 use crate::plan::{Plan, Planner};
 use crate::{Error, ErrorKind, Limits, Result};
@@ -31,14 +31,25 @@ impl Session {
     /// Loads an .onnx file; external data is read from the file's folder.
     pub fn from_file(path: &Path, options: SessionOptions) -> Result<Session> {
         let (proto, dir) = load_model(path, &options.load_limits)?;
-        let model = import_model(&proto, Some(&ExternalDataDir::new(dir)))?;
+        let dir = ExternalDataDir::new(dir);
+        let model = import_model_with(&proto, Some(&dir), &options.limits)?;
         Session::from_model(model, options)
     }
 
     /// Builds a session from the bytes of an .onnx file (no external data).
     pub fn from_bytes(bytes: &[u8], options: SessionOptions) -> Result<Session> {
+        let max = options.load_limits.max_model_bytes;
+        if bytes.len() as u64 > max {
+            return Err(Error::new(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "the model is {} bytes, over the limit max_model_bytes={max}",
+                    bytes.len()
+                ),
+            ));
+        }
         let proto = decode_model(bytes)?;
-        Session::from_model(import_model(&proto, None)?, options)
+        Session::from_model(import_model_with(&proto, None, &options.limits)?, options)
     }
 
     pub fn from_model(model: Model, options: SessionOptions) -> Result<Session> {

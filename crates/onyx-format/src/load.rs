@@ -23,14 +23,40 @@ impl Default for LoadLimits {
 
 /// Decodes a model from the bytes of an .onnx file.
 pub fn decode_model(bytes: &[u8]) -> Result<ModelProto, FormatError> {
-    let model = ModelProto::decode(bytes)
-        .map_err(|e| FormatError(format!("not a valid ONNX model: {e}")))?;
+    let model = ModelProto::decode(bytes).map_err(|e| {
+        FormatError(format!(
+            "not a valid ONNX model: {}",
+            short_decode_error(&e)
+        ))
+    })?;
     if model.graph.is_none() {
         return Err(FormatError(
             "not a valid ONNX model: it has no graph".into(),
         ));
     }
     Ok(model)
+}
+
+/// The decoder's message, with the path through deeply nested messages cut
+/// to its ends so that it stays one readable line.
+fn short_decode_error(e: &prost::DecodeError) -> String {
+    let text = e.to_string();
+    let parts: Vec<&str> = text.split(": ").collect();
+    if parts.len() <= 6 {
+        return text;
+    }
+    // "failed to decode Protobuf message", the outermost fields, "...", the cause;
+    // prost lists the path innermost first
+    let n = parts.len();
+    let mut path: Vec<&str> = parts[1..n - 1].to_vec();
+    path.reverse();
+    format!(
+        "{}: {}: {}: ...: {}",
+        parts[0],
+        path[0],
+        path[1],
+        parts[n - 1]
+    )
 }
 
 /// Reads and decodes an .onnx file; also returns the folder that external
@@ -104,6 +130,30 @@ mod tests {
         assert_eq!(decode_model(&bytes).unwrap(), model);
         assert!(decode_model(&bytes[..bytes.len() - 3]).is_err());
         assert!(decode_model(&[0xff, 0xff, 0xff, 0x01]).is_err());
+        // messages nested past the decoder's limit: one short line
+        let mut g = GraphProto::default();
+        for _ in 0..60 {
+            g = GraphProto {
+                node: vec![NodeProto {
+                    attribute: vec![crate::onnx::AttributeProto {
+                        g: Some(g),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+        }
+        let deep = encode_model(&ModelProto {
+            graph: Some(g),
+            ..Default::default()
+        });
+        let err = decode_model(&deep).unwrap_err().0;
+        assert_eq!(
+            err,
+            "not a valid ONNX model: failed to decode Protobuf message: \
+             ModelProto.graph: GraphProto.node: ...: recursion limit reached"
+        );
         let err = load_model(Path::new("/nonexistent/model.onnx"), &LoadLimits::default());
         assert!(err.unwrap_err().0.contains("cannot read model"));
     }

@@ -18,6 +18,11 @@ pub fn broadcast_shapes(shapes: &[&[usize]]) -> Result<Vec<usize>, TensorError> 
             }
         }
     }
+    if crate::numel(&out).is_none() {
+        return Err(TensorError(format!(
+            "shapes {shapes:?} broadcast to {out:?}, which has too many elements"
+        )));
+    }
     Ok(out)
 }
 
@@ -44,7 +49,8 @@ pub fn for_each_broadcast_index<const N: usize>(
     strides: [&[usize]; N],
     mut f: impl FnMut(usize, [usize; N]),
 ) {
-    let total: usize = out.iter().product();
+    // shapes from `broadcast_shapes` never overflow
+    let total = crate::numel(out).unwrap_or(0);
     if total == 0 {
         return;
     }

@@ -108,9 +108,15 @@ impl fmt::Display for TensorError {
 
 impl std::error::Error for TensorError {}
 
-/// The number of elements of a shape; `None` if it overflows `usize`.
+/// The number of elements of a shape; `None` if its non-zero dims multiply
+/// past `usize` (whatever the order of the dims and even when another dim
+/// is zero, so that no shape Onyx accepts overflows its strides).
 pub fn numel(shape: &[usize]) -> Option<usize> {
-    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+    let product = shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
+    Some(if shape.contains(&0) { 0 } else { product })
 }
 
 /// Row-major strides, in elements.
@@ -311,6 +317,17 @@ mod tests {
         assert!(Tensor::new(DType::Int64, vec![1], Data::F32(vec![1.0])).is_err());
         assert!(Tensor::new(DType::Float8E4M3FN, vec![1], Data::U8(vec![0x38])).is_ok());
         assert!(Tensor::zeros(DType::Float, vec![usize::MAX, 2]).is_err());
+    }
+
+    #[test]
+    fn numel_refuses_overflow_in_any_order() {
+        assert_eq!(numel(&[2, 3, 4]), Some(24));
+        assert_eq!(numel(&[]), Some(1));
+        assert_eq!(numel(&[5, 0]), Some(0));
+        assert_eq!(numel(&[1 << 40, 1 << 40]), None);
+        assert_eq!(numel(&[0, 1 << 40, 1 << 40]), None);
+        assert_eq!(numel(&[1 << 40, 1 << 40, 0]), None);
+        assert!(Tensor::from_vec::<f32>(vec![0, 1 << 40, 1 << 40], vec![]).is_err());
     }
 
     #[test]

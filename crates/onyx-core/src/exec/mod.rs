@@ -1,7 +1,9 @@
 //! Runs a `Plan`: feeds the inputs, runs each step's kernel in order, frees
 //! values after their last reader, and returns the graph outputs.
 
-use onyx_tensor::Value;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use onyx_tensor::{Data, Tensor, Value};
 
 use crate::ops::RunCtx;
 use crate::plan::{Plan, Source};
@@ -12,6 +14,8 @@ pub(crate) struct Frame<'a> {
     plan: &'a Plan,
     slots: Vec<Option<Value>>,
     parent: Option<&'a Frame<'a>>,
+    /// Bytes of values the whole run holds now, shared with subgraph frames.
+    held: &'a AtomicUsize,
 }
 
 impl<'a> Frame<'a> {
@@ -21,6 +25,11 @@ impl<'a> Frame<'a> {
             Source::Const(c) => Some(&self.plan.consts[*c]),
             Source::Outer(name) => self.parent.and_then(|p| p.lookup(name)),
         }
+    }
+
+    /// Bytes of values the run holds now (for `Limits::max_run_bytes`).
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Finds a value by name here or in an enclosing frame.
@@ -41,11 +50,15 @@ impl Plan {
         parent: Option<&Frame>,
         limits: &Limits,
     ) -> Result<Vec<Value>> {
+        let run_total = AtomicUsize::new(0);
         let mut frame = Frame {
             plan: self,
             slots: vec![None; self.slot_count],
             parent,
+            held: parent.map_or(&run_total, |p| p.held),
         };
+        // bytes this frame has added to `held` and not yet given back
+        let mut own = 0usize;
         for (input, value) in self.inputs.iter().zip(inputs) {
             frame.slots[input.slot] = match (value, input.default) {
                 (Some(v), _) => Some(v),
@@ -53,6 +66,17 @@ impl Plan {
                 (None, None) => None,
             };
         }
+        // the inputs count too: they are freed, like any value, after their last reader
+        let fed = frame
+            .slots
+            .iter()
+            .flatten()
+            .fold(0usize, |n, v| n.saturating_add(value_bytes(v)));
+        limits
+            .check_run_bytes(frame.held_bytes(), fed)
+            .map_err(|e| Error::new(e.kind, format!("the graph's inputs: {e}")))?;
+        frame.held.fetch_add(fed, Ordering::Relaxed);
+        own += fed;
         for step in &self.steps {
             let outputs = {
                 let args: Vec<Option<&Value>> = step
@@ -65,21 +89,38 @@ impl Plan {
                     limits,
                 };
                 step.kernel.run(&ctx, &args).map_err(|e| {
-                    Error::new(
-                        ErrorKind::Runtime,
-                        format!("{}: {}", step.node.describe(), e.0),
-                    )
+                    // limits keep their kind through the operator's error
+                    let kind = if e.0.contains("over the limit max_") {
+                        ErrorKind::LimitExceeded
+                    } else {
+                        ErrorKind::Runtime
+                    };
+                    Error::new(kind, format!("{}: {}", step.node.describe(), e.0))
                 })?
             };
+            let made = outputs
+                .iter()
+                .fold(0usize, |n, v| n.saturating_add(value_bytes(v)));
+            limits
+                .check_run_bytes(frame.held_bytes(), made)
+                .map_err(|e| Error::new(e.kind, format!("{}: {}", step.node.describe(), e)))?;
+            frame.held.fetch_add(made, Ordering::Relaxed);
+            own += made;
             for (slot, value) in step.outputs.iter().zip(outputs) {
                 if let Some(s) = slot {
                     frame.slots[*s] = Some(value);
                 }
             }
             for &s in &step.frees {
-                frame.slots[s] = None;
+                if let Some(v) = frame.slots[s].take() {
+                    let n = value_bytes(&v).min(own);
+                    frame.held.fetch_sub(n, Ordering::Relaxed);
+                    own -= n;
+                }
             }
         }
+        // what this frame still holds goes to the caller, who counts it anew
+        frame.held.fetch_sub(own, Ordering::Relaxed);
         let mut results = Vec::with_capacity(self.outputs.len());
         for (info, src) in &self.outputs {
             let value = match src {
@@ -106,5 +147,26 @@ impl Plan {
             })?);
         }
         Ok(results)
+    }
+}
+
+/// Bytes a tensor takes in memory: its elements, and the text of strings.
+fn tensor_bytes(t: &Tensor) -> usize {
+    let base = t.len().saturating_mul(t.dtype().size_in_memory());
+    match t.data() {
+        Data::Str(s) => s.iter().fold(base, |n, s| n.saturating_add(s.len())),
+        _ => base,
+    }
+}
+
+/// Bytes a value takes in memory.
+pub(crate) fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::Tensor(t) => tensor_bytes(t),
+        Value::Sequence { items, .. } => items
+            .iter()
+            .fold(0usize, |n, v| n.saturating_add(value_bytes(v))),
+        Value::Map(m) => tensor_bytes(&m.keys).saturating_add(value_bytes(&m.values)),
+        Value::Optional(o) => o.as_deref().map_or(0, value_bytes),
     }
 }

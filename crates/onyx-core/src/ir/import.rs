@@ -12,10 +12,8 @@ use onyx_format::{tensor_from_proto, ExternalDataDir};
 use onyx_tensor::{DType, Tensor};
 
 use super::{normalize_domain, Attr, Dim, Graph, Model, Node, TypeInfo, ValueInfo};
-use crate::{Error, ErrorKind, Result};
-
-/// How deeply functions may call functions, and graphs nest in attributes.
-const MAX_NESTING: usize = 64;
+use crate::limits::over_limit;
+use crate::{Error, ErrorKind, Limits, Result};
 
 fn invalid(msg: String) -> Error {
     Error::new(ErrorKind::InvalidGraph, msg)
@@ -26,10 +24,24 @@ struct Importer<'a> {
     external: Option<&'a ExternalDataDir>,
     /// Counter that makes the value names of each inlined call unique.
     calls: usize,
+    /// Nesting depth, graph size and sparse tensor size bounds.
+    limits: &'a Limits,
 }
 
-/// Converts a decoded model; `external` is the folder external data may be read from.
+/// Converts a decoded model; `external` is the folder external data may be
+/// read from. Uses the default limits.
 pub fn import_model(model: &ModelProto, external: Option<&ExternalDataDir>) -> Result<Model> {
+    import_model_with(model, external, &Limits::default())
+}
+
+/// Converts a decoded model within `limits`: `max_nesting_depth` bounds
+/// subgraph nesting and function calls, `max_graph_nodes` the nodes of a
+/// graph after inlining, `max_tensor_*` the dense size of sparse tensors.
+pub fn import_model_with(
+    model: &ModelProto,
+    external: Option<&ExternalDataDir>,
+    limits: &Limits,
+) -> Result<Model> {
     let mut opsets = BTreeMap::new();
     for op in &model.opset_import {
         opsets.insert(normalize_domain(op.domain()).to_string(), op.version());
@@ -55,6 +67,7 @@ pub fn import_model(model: &ModelProto, external: Option<&ExternalDataDir>) -> R
         functions,
         external,
         calls: 0,
+        limits,
     };
     let graph = model
         .graph
@@ -80,11 +93,12 @@ pub fn import_model(model: &ModelProto, external: Option<&ExternalDataDir>) -> R
 
 impl Importer<'_> {
     fn graph(&mut self, g: &GraphProto, depth: usize) -> Result<Graph> {
-        if depth > MAX_NESTING {
-            return Err(Error::new(
-                ErrorKind::LimitExceeded,
-                format!("subgraphs nest deeper than the limit of {MAX_NESTING}"),
-            ));
+        if depth > self.limits.max_nesting_depth {
+            return Err(over_limit(format!(
+                "graph '{}': subgraphs nest {depth} deep, over the limit max_nesting_depth={}",
+                g.name(),
+                self.limits.max_nesting_depth
+            )));
         }
         let mut initializers = Vec::with_capacity(g.initializer.len());
         for t in &g.initializer {
@@ -97,7 +111,7 @@ impl Importer<'_> {
                 .map(|v| v.name())
                 .unwrap_or("")
                 .to_string();
-            initializers.push((name, sparse_to_dense(s)?));
+            initializers.push((name, sparse_to_dense(s, self.limits)?));
         }
         let mut protos = Vec::with_capacity(g.node.len());
         self.expand_calls(&g.node, 0, &mut protos)?;
@@ -157,6 +171,7 @@ impl Importer<'_> {
                 a.sparse_tensor
                     .as_ref()
                     .ok_or_else(|| bad("sparse tensor missing"))?,
+                self.limits,
             )?),
             AttributeType::Graph => Attr::Graph(
                 self.graph(a.g.as_ref().ok_or_else(|| bad("graph missing"))?, depth + 1)?,
@@ -184,7 +199,7 @@ impl Importer<'_> {
             AttributeType::SparseTensors => Attr::Tensors(
                 a.sparse_tensors
                     .iter()
-                    .map(sparse_to_dense)
+                    .map(|s| sparse_to_dense(s, self.limits))
                     .collect::<Result<_>>()?,
             ),
             AttributeType::TypeProtos | AttributeType::Undefined => {
@@ -207,17 +222,24 @@ impl Importer<'_> {
                 n.op_type().to_string(),
             );
             let Some(&f) = self.functions.get(&key) else {
+                if out.len() >= self.limits.max_graph_nodes {
+                    return Err(over_limit(format!(
+                        "{}: the graph has more than {} nodes once functions are inlined, over the limit max_graph_nodes={}",
+                        describe_proto(n),
+                        out.len(),
+                        self.limits.max_graph_nodes
+                    )));
+                }
                 out.push(n.clone());
                 continue;
             };
-            if depth >= MAX_NESTING {
-                return Err(Error::new(
-                    ErrorKind::LimitExceeded,
-                    format!(
-                        "function '{}' calls nest deeper than {MAX_NESTING}",
-                        f.name()
-                    ),
-                ));
+            if depth >= self.limits.max_nesting_depth {
+                return Err(over_limit(format!(
+                    "{}: function '{}' calls nest deeper than {depth}, over the limit max_nesting_depth={}",
+                    describe_proto(n),
+                    f.name(),
+                    self.limits.max_nesting_depth
+                )));
             }
             let body = self.instantiate(f, n);
             self.expand_calls(&body, depth + 1, out)?;
@@ -278,6 +300,11 @@ impl Importer<'_> {
     }
 }
 
+/// Names a node as `Node::describe` does.
+fn describe_proto(n: &NodeProto) -> String {
+    format!("node '{}' ({})", n.name(), n.op_type())
+}
+
 fn infer_attr_type(a: &AttributeProto) -> AttributeType {
     if a.f.is_some() {
         AttributeType::Float
@@ -304,8 +331,9 @@ fn infer_attr_type(a: &AttributeProto) -> AttributeType {
     }
 }
 
-/// A sparse tensor (values at flat or per-axis coordinates) made dense.
-fn sparse_to_dense(s: &onnx::SparseTensorProto) -> Result<Tensor> {
+/// A sparse tensor (values at flat or per-axis coordinates) made dense,
+/// refusing a dense size over the tensor limits before allocating it.
+fn sparse_to_dense(s: &onnx::SparseTensorProto, limits: &Limits) -> Result<Tensor> {
     let bad = |m: &str| invalid(format!("sparse tensor: {m}"));
     let values = tensor_from_proto(s.values.as_ref().ok_or_else(|| bad("no values"))?, None)?;
     let indices = tensor_from_proto(s.indices.as_ref().ok_or_else(|| bad("no indices"))?, None)?;
@@ -315,19 +343,36 @@ fn sparse_to_dense(s: &onnx::SparseTensorProto) -> Result<Tensor> {
         .map(|&d| usize::try_from(d).map_err(|_| bad("negative dim")))
         .collect::<Result<_>>()?;
     let total = onyx_tensor::numel(&shape).ok_or_else(|| bad("too many elements"))?;
+    limits
+        .check_tensor(total, values.dtype().size_in_memory())
+        .map_err(|e| Error::new(e.kind, format!("sparse tensor: {}", e.message)))?;
     let idx = indices.to_i64_vec().map_err(|e| bad(&e.0))?;
     let nnz = values.len();
     let strides = onyx_tensor::strides_of(&shape);
-    let flat: Vec<usize> = if indices.rank() == 1 {
-        idx.iter().map(|&i| i as usize).collect()
+    // a coordinate that is negative or past its dim maps to None
+    let coord = |i: i64, dim: usize| usize::try_from(i).ok().filter(|&i| i < dim);
+    let flat: Option<Vec<usize>> = if indices.rank() == 1 {
+        idx.iter().map(|&i| coord(i, total)).collect()
+    } else if shape.is_empty() {
+        None
     } else {
-        idx.chunks(shape.len().max(1))
-            .map(|c| c.iter().zip(&strides).map(|(&i, &s)| i as usize * s).sum())
+        idx.chunks(shape.len())
+            .map(|c| {
+                if c.len() != shape.len() {
+                    return None;
+                }
+                c.iter()
+                    .zip(&shape)
+                    .zip(&strides)
+                    .try_fold(0usize, |acc, ((&i, &d), &s)| {
+                        acc.checked_add(coord(i, d)? * s)
+                    })
+            })
             .collect()
     };
-    if flat.len() != nnz || flat.iter().any(|&i| i >= total) {
-        return Err(bad("indices do not fit the values or the shape"));
-    }
+    let flat = flat
+        .filter(|f| f.len() == nnz && f.iter().all(|&i| i < total))
+        .ok_or_else(|| bad("indices do not fit the values or the shape"))?;
     let mut dense = onyx_tensor::Data::zeros(values.dtype(), total)?;
     onyx_tensor::with_data!(values.data(), v => scatter_into(&mut dense, v, &flat));
     Ok(Tensor::new(values.dtype(), shape, dense)?)

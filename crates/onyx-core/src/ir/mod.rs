@@ -6,7 +6,7 @@ mod import;
 mod validate;
 
 pub use attr::{Attr, AttrError};
-pub use import::import_model;
+pub use import::{import_model, import_model_with};
 pub use validate::validate;
 
 use std::collections::BTreeMap;

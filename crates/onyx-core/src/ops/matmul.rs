@@ -1046,6 +1046,9 @@ fn attention(
                     v.len()
                 ));
             }
+            if let Some(bad) = v.iter().find(|&&n| n < 0) {
+                return Err(op_err!("nonpad_kv_seqlen value {bad} is negative"));
+            }
             Some(v)
         }
         None => None,

@@ -159,10 +159,18 @@ impl<'a> RunCtx<'a> {
     }
 
     /// Fails, naming the limit, if a tensor of `elements` x `elem_bytes` is over it.
+    /// Also fails if the run, holding what it holds now, would go over
+    /// `max_run_bytes` with it.
     pub fn check_alloc(&self, elements: usize, elem_bytes: usize) -> OpResult<()> {
         self.limits
             .check_tensor(elements, elem_bytes)
-            .map_err(OpError::from)
+            .map_err(OpError::from)?;
+        if let Some(frame) = self.frame {
+            self.limits
+                .check_run_bytes(frame.held_bytes(), elements.saturating_mul(elem_bytes))
+                .map_err(OpError::from)?;
+        }
+        Ok(())
     }
 }
 

@@ -139,7 +139,7 @@ pub fn broadcast_binary<A: Clone, B: Clone, O>(
     }
     let sa = broadcast_strides(a_shape, &out_shape);
     let sb = broadcast_strides(b_shape, &out_shape);
-    let n: usize = out_shape.iter().product();
+    let n = onyx_tensor::numel(&out_shape).unwrap_or(0);
     let mut out = Vec::with_capacity(n);
     for_each_broadcast_index(&out_shape, [&sa, &sb], |_, [ia, ib]| {
         out.push(f(a[ia].clone(), b[ib].clone()))
