@@ -820,6 +820,7 @@ mod tests {
         let small = Limits {
             max_tensor_elements: 4,
             max_tensor_bytes: 1 << 20,
+            ..Limits::default()
         };
         assert!(decode(&RunCtx::detached(&small), &png_2x1(), PixelFormat::Rgb).is_err());
     }

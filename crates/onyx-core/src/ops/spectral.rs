@@ -726,6 +726,7 @@ mod tests {
         let small = Limits {
             max_tensor_elements: 1000,
             max_tensor_bytes: 1 << 20,
+            ..Limits::default()
         };
         let tight = RunCtx::detached(&small);
         assert!(dft(&tight, &x, 1, Some(1 << 40), false, false).is_err());
