@@ -130,6 +130,7 @@ fn build_loop(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
             .map(|v| v.cloned())
             .collect();
         let mut scans: Vec<Vec<Value>> = vec![Vec::new(); n_scan];
+        let mut scan_elements = vec![0usize; n_scan];
         let mut i: i64 = 0;
         while cond && !matches!(max_trip, Some(m) if i >= m) {
             let mut args = Vec::with_capacity(n_body_in);
@@ -151,11 +152,16 @@ fn build_loop(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
                         .ok_or_else(|| op_err!("the Loop body returned too few outputs"))?,
                 );
             }
-            for s in scans.iter_mut() {
-                s.push(
-                    out.next()
-                        .ok_or_else(|| op_err!("the Loop body returned too few outputs"))?,
-                );
+            for (s, grown) in scans.iter_mut().zip(scan_elements.iter_mut()) {
+                let item = out
+                    .next()
+                    .ok_or_else(|| op_err!("the Loop body returned too few outputs"))?;
+                // the stacked output grows every iteration: bound it as it grows
+                if let Value::Tensor(t) = &item {
+                    *grown = grown.saturating_add(t.len());
+                    ctx.check_alloc(*grown, t.dtype().size_in_memory())?;
+                }
+                s.push(item);
             }
             i += 1;
         }
