@@ -374,8 +374,10 @@ def test_gil_is_released_while_running():
     n = 512
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])
-    names = ["x"] + [f"h{i}" for i in range(11)] + ["y"]
-    nodes = [helper.make_node("MatMul", [names[i], "x"], [names[i + 1]]) for i in range(12)]
+    # enough work (about 27 GFLOP) that a run lasts well over 50 ms even with the fast GEMM
+    steps = 100
+    names = ["x"] + [f"h{i}" for i in range(steps - 1)] + ["y"]
+    nodes = [helper.make_node("MatMul", [names[i], "x"], [names[i + 1]]) for i in range(steps)]
     sess = onyx.InferenceSession(make_model(nodes, [x], [y]))
     feed = {"x": np.full((n, n), 1.0 / n, np.float32)}
     (out,) = sess.run(None, feed)
