@@ -344,20 +344,6 @@ fn sign(t: &Tensor) -> OpResult<Tensor> {
     super::cast::cast_tensor(&Tensor::from_vec(t.shape().to_vec(), s)?, t.dtype(), true)
 }
 
-/// Round half to even, as ONNX's Round specifies.
-fn round_even_f64(x: f64) -> f64 {
-    let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 {
-        2.0 * (x / 2.0).round()
-    } else {
-        r
-    }
-}
-
-fn round_even_f32(x: f32) -> f32 {
-    round_even_f64(f64::from(x)) as f32
-}
-
 /// The Gauss error function, from a rational approximation accurate to
 /// about 1e-7 relative (Abramowitz-Stegun 7.1.26 is too coarse for f32 tests).
 pub(crate) fn erf(x: f64) -> f64 {
@@ -448,8 +434,9 @@ pub fn register(r: &mut Registry) {
         Ok(Box::new(|_: &super::RunCtx, i: &[Option<&Value>]| {
             one(unary_float(
                 tensor_in(i, 0)?,
-                round_even_f32,
-                round_even_f64,
+                // ONNX's Round rounds half to even
+                f32::round_ties_even,
+                f64::round_ties_even,
             )?)
         }))
     });
@@ -512,8 +499,8 @@ mod tests {
         assert_eq!(erf(0.0), 0.0);
         assert!(erf(f64::NAN).is_nan());
         assert_eq!(erf(f64::INFINITY), 1.0);
-        assert_eq!(round_even_f64(2.5), 2.0);
-        assert_eq!(round_even_f64(-1.5), -2.0);
-        assert_eq!(round_even_f64(0.4), 0.0);
+        let x = t32(&[3], &[2.5, -1.5, 0.4]);
+        let r = unary_float(&x, f32::round_ties_even, f64::round_ties_even).unwrap();
+        assert_eq!(r.as_slice::<f32>().unwrap(), &[2.0, -2.0, 0.0]);
     }
 }

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use onyx_tensor::{numel, DType, Data, Tensor, Value};
+use onyx_tensor::{DType, Data, Tensor, Value};
 
 use super::cast::cast_tensor;
 use super::{one, tensor_in, BuildCtx, Kernel, OpResult, Registry, RunCtx};
@@ -83,7 +83,7 @@ fn shape_from_input(inputs: &[Option<&Value>], i: usize) -> OpResult<Vec<usize>>
 }
 
 fn checked_numel(ctx: &RunCtx, shape: &[usize], dtype: DType) -> OpResult<usize> {
-    let n = numel(shape).ok_or_else(|| op_err!("shape {shape:?} has too many elements"))?;
+    let n = super::shape::checked_numel(shape)?;
     ctx.check_alloc(n, dtype.size_in_memory().max(1))?;
     Ok(n)
 }

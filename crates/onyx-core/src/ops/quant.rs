@@ -16,16 +16,6 @@ use super::RunCtx;
 use super::{norm_axis, one, opt_tensor_in, tensor_in, BuildCtx, Kernel, OpResult, Registry};
 use crate::op_err;
 
-/// Round half to even.
-pub(crate) fn rint(x: f64) -> f64 {
-    let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 {
-        2.0 * (x / 2.0).round()
-    } else {
-        r
-    }
-}
-
 /// The integer range of a quantized integer type.
 fn int_range(dt: DType) -> Option<(i64, i64)> {
     Some(match dt {
@@ -203,7 +193,7 @@ fn quantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, at: &QAttrs) -> OpR
         let q = round_to(prec, round_to(prec, x) / s);
         let z = zv.as_ref().map(|(v, idx)| v[idx[i]]).unwrap_or(0.0);
         out.push(if is_int {
-            rint(q) + z
+            f64::round_ties_even(q) + z
         } else if is_f8 {
             q
         } else {
@@ -288,10 +278,10 @@ fn dynamic_quantize(x: &Tensor) -> OpResult<Vec<Value>> {
     let mn = xv.iter().fold(0.0f64, |a, &b| if b < a { b } else { a });
     let (mx, mn) = (f(mx), f(mn));
     let scale = f(if mx == mn { 1.0 } else { f(mx - mn) } / 255.0);
-    let zp = rint(f(0.0 - f(mn / scale)).clamp(0.0, 255.0));
+    let zp = f64::round_ties_even(f(0.0 - f(mn / scale)).clamp(0.0, 255.0));
     let y: Vec<u8> = xv
         .iter()
-        .map(|&v| (rint(f(v / scale)) + zp).clamp(0.0, 255.0) as u8)
+        .map(|&v| (f64::round_ties_even(f(v / scale)) + zp).clamp(0.0, 255.0) as u8)
         .collect();
     Ok(vec![
         Value::Tensor(Tensor::from_vec(x.shape().to_vec(), y)?),
@@ -363,7 +353,7 @@ fn qlinear_matmul(check: Check, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
     let v: Vec<f64> = (0..n)
         .map(|i| {
             let m = r(r(asv[ai[i]] * bsv[bi[i]]) / ysv[yi[i]]);
-            rint(c[i] as f64 * m + zv[zi[i]])
+            f64::round_ties_even(c[i] as f64 * m + zv[zi[i]])
         })
         .collect();
     quantized_tensor(out_dt, p.out_shape.clone(), &v, true)
@@ -606,7 +596,7 @@ fn build_qlinear_conv(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
                     (i / osz.max(1)) % m
                 }];
                 let r = f(a as f64 * f(f(xs * ws) / ys)) + zp;
-                rint(r)
+                f64::round_ties_even(r)
             })
             .collect();
         one(quantized_tensor(out_dt, shape, &v, true)?)

@@ -369,15 +369,7 @@ fn to_dtype(dtype: DType, shape: Vec<usize>, v: Vec<f64>) -> OpResult<Tensor> {
         Some((lo, hi)) => {
             let v = v
                 .into_iter()
-                .map(|x| {
-                    let r = x.round();
-                    let r = if (x - x.trunc()).abs() == 0.5 {
-                        2.0 * (x / 2.0).round()
-                    } else {
-                        r
-                    };
-                    r.clamp(lo, hi)
-                })
+                .map(|x| x.round_ties_even().clamp(lo, hi))
                 .collect();
             from_f64(dtype, shape, v)
         }
@@ -620,16 +612,6 @@ fn reflect(x: f64, lo: f64, hi: f64) -> f64 {
     }
 }
 
-/// Round half to even, like numpy's rint.
-fn rint(x: f64) -> f64 {
-    let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 {
-        2.0 * (x / 2.0).round()
-    } else {
-        r
-    }
-}
-
 fn build_grid_sample(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     let mode = match ctx.node.attr_string("mode")?.as_deref() {
         None if ctx.opset >= 20 => Mode::Linear,
@@ -721,7 +703,7 @@ fn build_grid_sample(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
                         ((nv + 1.0) * d as f64 - 1.0) / 2.0
                     };
                     if mode == Mode::Nearest {
-                        v = rint(v);
+                        v = f64::round_ties_even(v);
                     }
                     if v < lo[i] || v > hi[i] {
                         match pad {
@@ -1196,8 +1178,8 @@ mod tests {
         assert_eq!(reflect(-0.25, 0.0, 2.0), 0.25);
         assert_eq!(reflect(2.5, 0.0, 2.0), 1.5);
         assert_eq!(reflect(4.5, 0.0, 2.0), 0.5);
-        assert_eq!(rint(2.5), 2.0);
-        assert_eq!(rint(-1.5), -2.0);
+        assert_eq!(f64::round_ties_even(2.5), 2.0);
+        assert_eq!(f64::round_ties_even(-1.5), -2.0);
     }
 
     #[test]
