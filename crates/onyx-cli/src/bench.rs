@@ -2,10 +2,11 @@
 //! time it. Reports the load time, the first run (which pays for one-off
 //! work) and the median, p10 and p90 of the timed runs.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use onyx_core::{Session, SessionOptions};
+use onyx_core::{NodeTime, Session, SessionOptions};
 
 use crate::run::random_feeds;
 
@@ -16,6 +17,8 @@ pub struct BenchArgs {
     pub warmup: usize,
     pub json: bool,
     pub dims: Vec<String>,
+    /// Print where the timed runs spent their time, by operator type.
+    pub profile: bool,
 }
 
 /// The `p`-th percentile (0..=100) of sorted values, by nearest rank.
@@ -63,6 +66,16 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     for _ in 0..args.warmup {
         once()?;
     }
+    if args.profile {
+        // profiled runs are kept apart from the timed ones: timing every
+        // node has a cost of its own
+        let mut nodes = Vec::new();
+        for _ in 0..args.runs {
+            let (_, times) = session.run_profiled(feeds.clone()).map_err(|e| e.message)?;
+            nodes.extend(times);
+        }
+        print_profile(&nodes, args.runs);
+    }
     let mut times = (0..args.runs)
         .map(|_| once())
         .collect::<Result<Vec<f64>, String>>()?;
@@ -94,6 +107,42 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Per operator type over `runs` runs: nodes, total ms per run and share.
+fn op_type_table(nodes: &[NodeTime], runs: usize) -> Vec<(String, usize, f64, f64)> {
+    let mut by_op: HashMap<&str, (usize, Duration)> = HashMap::new();
+    for n in nodes {
+        let e = by_op.entry(n.op_type.as_str()).or_default();
+        e.0 += 1;
+        e.1 += n.time;
+    }
+    let total: f64 = by_op.values().map(|(_, t)| t.as_secs_f64()).sum();
+    let mut rows: Vec<_> = by_op
+        .into_iter()
+        .map(|(op, (count, t))| {
+            let secs = t.as_secs_f64();
+            let share = if total > 0.0 { secs / total } else { 0.0 };
+            (
+                op.to_string(),
+                count / runs.max(1),
+                secs * 1e3 / runs.max(1) as f64,
+                share,
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+    rows
+}
+
+fn print_profile(nodes: &[NodeTime], runs: usize) {
+    println!(
+        "{:<28} {:>6} {:>12} {:>7}",
+        "operator", "nodes", "ms per run", "share"
+    );
+    for (op, count, ms, share) in op_type_table(nodes, runs) {
+        println!("{op:<28} {count:>6} {ms:>12.3} {:>6.1}%", share * 100.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +154,31 @@ mod tests {
         assert_eq!(percentile(&v, 10.0), 2.0);
         assert_eq!(percentile(&v, 90.0), 10.0);
         assert_eq!(percentile(&[4.0], 90.0), 4.0);
+    }
+
+    #[test]
+    fn profile_groups_by_operator_type() {
+        let node = |op: &str, ms: u64| NodeTime {
+            name: String::new(),
+            op_type: op.into(),
+            time: Duration::from_millis(ms),
+        };
+        // two runs of a graph with two Conv nodes and one Relu
+        let nodes = [
+            node("Conv", 3),
+            node("Relu", 1),
+            node("Conv", 4),
+            node("Conv", 5),
+            node("Relu", 1),
+            node("Conv", 2),
+        ];
+        let rows = op_type_table(&nodes, 2);
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].0.as_str(), rows[0].1), ("Conv", 2));
+        assert!((rows[0].2 - 7.0).abs() < 1e-9);
+        assert!((rows[0].3 - 14.0 / 16.0).abs() < 1e-9);
+        assert_eq!((rows[1].0.as_str(), rows[1].1), ("Relu", 1));
+        assert!((rows[1].2 - 1.0).abs() < 1e-9);
     }
 
     #[test]

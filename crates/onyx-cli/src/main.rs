@@ -68,6 +68,9 @@ enum Command {
         /// The size of a symbolic dim, as NAME=VALUE (default 1).
         #[arg(long = "dim", value_name = "NAME=VALUE")]
         dims: Vec<String>,
+        /// Also print the time per operator type (from separate, profiled runs).
+        #[arg(long)]
+        profile: bool,
     },
     /// Describe a model: versions, inputs and outputs, operators, parameters.
     Inspect { model: PathBuf },
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
             warmup,
             json,
             dims,
+            profile,
         } => bench::bench(&bench::BenchArgs {
             model,
             threads,
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
             warmup,
             json,
             dims,
+            profile,
         }),
         Command::Inspect { model } => inspect::inspect(&model),
         Command::Check { model } => inspect::check(&model),

@@ -15,5 +15,5 @@ mod session;
 
 pub use error::{Error, ErrorKind, Result};
 pub use limits::Limits;
-pub use session::{declared_dtype, Session, SessionOptions};
+pub use session::{declared_dtype, NodeTime, Session, SessionOptions};
 pub mod test_data;

@@ -1,4 +1,5 @@
 use std::path::Path;
+use std::time::Duration;
 
 use onyx_format::{decode_model, load_model, ExternalDataDir, LoadLimits};
 use onyx_tensor::{DType, Value};
@@ -7,6 +8,14 @@ use crate::ir::{import_model_with, Dim, Model, TypeInfo, ValueInfo};
 use crate::ops::Registry;
 use crate::plan::{Plan, Planner};
 use crate::{Error, ErrorKind, Limits, Result};
+
+/// The time one node took in one run.
+#[derive(Clone, Debug)]
+pub struct NodeTime {
+    pub name: String,
+    pub op_type: String,
+    pub time: Duration,
+}
 
 /// How a session is built and run.
 #[derive(Clone, Debug, Default)]
@@ -93,6 +102,36 @@ impl Session {
 
     /// Runs the model on named inputs; returns the outputs in graph order.
     pub fn run(&self, feeds: Vec<(String, Value)>) -> Result<Vec<Value>> {
+        let positional = self.positional_inputs(feeds)?;
+        self.plan.run(positional, None, &self.options.limits)
+    }
+
+    /// Runs the model as [`Session::run`] does and also returns the time
+    /// each node of the main graph took (a node holding a subgraph counts
+    /// the subgraph's time), in the order the nodes ran.
+    pub fn run_profiled(&self, feeds: Vec<(String, Value)>) -> Result<(Vec<Value>, Vec<NodeTime>)> {
+        let positional = self.positional_inputs(feeds)?;
+        let mut times = vec![Duration::ZERO; self.plan.steps.len()];
+        let outputs =
+            self.plan
+                .run_timed(positional, None, &self.options.limits, Some(&mut times))?;
+        let profile = self
+            .plan
+            .steps
+            .iter()
+            .zip(times)
+            .map(|(step, time)| NodeTime {
+                name: step.node.name.clone(),
+                op_type: step.node.op_type.clone(),
+                time,
+            })
+            .collect();
+        Ok((outputs, profile))
+    }
+
+    /// Orders named feeds as the plan's inputs, checking each against its
+    /// declaration and that every required input is there.
+    fn positional_inputs(&self, feeds: Vec<(String, Value)>) -> Result<Vec<Option<Value>>> {
         let mut positional: Vec<Option<Value>> = vec![None; self.plan.inputs.len()];
         for (name, value) in feeds {
             let idx = self
@@ -126,7 +165,7 @@ impl Session {
                 )));
             }
         }
-        self.plan.run(positional, None, &self.options.limits)
+        Ok(positional)
     }
 }
 

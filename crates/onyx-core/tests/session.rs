@@ -178,3 +178,19 @@ fn session_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Session>();
 }
+
+#[test]
+fn profiled_runs_time_every_node_and_compute_the_same() {
+    let s = session();
+    let (out, times) = s
+        .run_profiled(vec![("x".into(), Value::Tensor(input(2)))])
+        .unwrap();
+    assert_eq!(
+        out[0].as_tensor().unwrap().as_slice::<f32>().unwrap(),
+        expected(2).as_slice()
+    );
+    let ops: Vec<&str> = times.iter().map(|t| t.op_type.as_str()).collect();
+    assert_eq!(ops, ["Add", "Mul", "Sub"]);
+    // a bad input fails the same way as in a plain run
+    assert!(s.run_profiled(vec![]).is_err());
+}

@@ -2,6 +2,7 @@
 //! values after their last reader, and returns the graph outputs.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use onyx_tensor::{Data, Tensor, Value};
 
@@ -50,6 +51,18 @@ impl Plan {
         parent: Option<&Frame>,
         limits: &Limits,
     ) -> Result<Vec<Value>> {
+        self.run_timed(inputs, parent, limits, None)
+    }
+
+    /// Runs the plan as [`Plan::run`] does; with `step_times` (one entry
+    /// per step), adds each step's kernel time to its entry.
+    pub(crate) fn run_timed(
+        &self,
+        inputs: Vec<Option<Value>>,
+        parent: Option<&Frame>,
+        limits: &Limits,
+        mut step_times: Option<&mut [Duration]>,
+    ) -> Result<Vec<Value>> {
         let run_total = AtomicUsize::new(0);
         let mut frame = Frame {
             plan: self,
@@ -77,7 +90,8 @@ impl Plan {
             .map_err(|e| Error::new(e.kind, format!("the graph's inputs: {e}")))?;
         frame.held.fetch_add(fed, Ordering::Relaxed);
         own += fed;
-        for step in &self.steps {
+        for (index, step) in self.steps.iter().enumerate() {
+            let started = step_times.is_some().then(Instant::now);
             let outputs = {
                 let args: Vec<Option<&Value>> = step
                     .inputs
@@ -98,6 +112,9 @@ impl Plan {
                     Error::new(kind, format!("{}: {}", step.node.describe(), e.0))
                 })?
             };
+            if let (Some(times), Some(started)) = (step_times.as_deref_mut(), started) {
+                times[index] += started.elapsed();
+            }
             let made = outputs
                 .iter()
                 .fold(0usize, |n, v| n.saturating_add(value_bytes(v)));
