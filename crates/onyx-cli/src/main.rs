@@ -4,6 +4,9 @@
 //! (always a bug) is reported the same way, without a backtrace.
 #![forbid(unsafe_code)]
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod inspect;
 mod npy;

@@ -9,6 +9,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod gemm;
+pub mod vmath;
 
 pub use gemm::{
     set_threads, sgemm, sgemm_reference, sgemm_unpacked, threads, Act, Epilogue, GemmError, Isa,

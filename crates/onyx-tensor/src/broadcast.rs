@@ -78,6 +78,66 @@ pub fn for_each_broadcast_index<const N: usize>(
     }
 }
 
+/// The broadcast of `out` as runs of its innermost elements: calls
+/// `f([offset into each input], [each input's step], len)` once per run, in
+/// row-major order. Dims of length 1 are dropped and neighbouring dims that
+/// every input walks alike are merged first, so a bias add over
+/// `[128, 768] + [768]` is 128 runs of 768, and same-shape inputs are one run.
+pub fn for_each_broadcast_run<const N: usize>(
+    out: &[usize],
+    strides: [&[usize]; N],
+    mut f: impl FnMut([usize; N], [usize; N], usize),
+) {
+    if out.contains(&0) {
+        return;
+    }
+    // merged dims, outermost first: (length, one stride per input)
+    let mut dims: Vec<(usize, [usize; N])> = Vec::with_capacity(out.len());
+    for (axis, &len) in out.iter().enumerate() {
+        if len == 1 {
+            continue;
+        }
+        let st: [usize; N] = std::array::from_fn(|k| strides[k][axis]);
+        match dims.last_mut() {
+            // the outer dim continues into this one for every input
+            Some((outer_len, outer)) if (0..N).all(|k| outer[k] == st[k] * len) => {
+                *outer_len *= len;
+                *outer = st;
+            }
+            _ => dims.push((len, st)),
+        }
+    }
+    let Some((run, step)) = dims.pop() else {
+        f([0; N], [0; N], 1);
+        return;
+    };
+    let mut counter = vec![0usize; dims.len()];
+    let mut offsets = [0usize; N];
+    loop {
+        f(offsets, step, run);
+        // advance the odometer over the outer dims
+        let mut axis = dims.len();
+        loop {
+            if axis == 0 {
+                return;
+            }
+            axis -= 1;
+            let (len, st) = &dims[axis];
+            counter[axis] += 1;
+            for (o, s) in offsets.iter_mut().zip(st) {
+                *o += s;
+            }
+            if counter[axis] < *len {
+                break;
+            }
+            for (o, s) in offsets.iter_mut().zip(st) {
+                *o -= s * len;
+            }
+            counter[axis] = 0;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +151,55 @@ mod tests {
         assert_eq!(broadcast_shapes(&[&[], &[5]]).unwrap(), vec![5]);
         assert!(broadcast_shapes(&[&[2], &[3]]).is_err());
         assert_eq!(broadcast_shapes(&[&[0, 1], &[1, 4]]).unwrap(), vec![0, 4]);
+    }
+
+    /// Expands the runs back into per-element offsets.
+    fn run_offsets(out: &[usize], a: &[usize], b: &[usize]) -> Vec<(usize, usize)> {
+        let mut seen = vec![];
+        for_each_broadcast_run(out, [a, b], |[oa, ob], [sa, sb], len| {
+            for k in 0..len {
+                seen.push((oa + k * sa, ob + k * sb));
+            }
+        });
+        seen
+    }
+
+    #[test]
+    fn runs_match_the_element_walk() {
+        let cases: [(&[usize], &[usize]); 6] = [
+            (&[2, 1, 3], &[4, 1]),
+            (&[1, 4, 3], &[4, 3]),
+            (&[5, 6], &[6]),
+            (&[3, 1, 2], &[1, 1, 1]),
+            (&[2, 3, 4], &[2, 1, 4]),
+            (&[], &[]),
+        ];
+        for (x, y) in cases {
+            let out = broadcast_shapes(&[x, y]).unwrap();
+            let (a, b) = (broadcast_strides(x, &out), broadcast_strides(y, &out));
+            let mut want = vec![];
+            for_each_broadcast_index(&out, [&a, &b], |_, [oa, ob]| want.push((oa, ob)));
+            assert_eq!(run_offsets(&out, &a, &b), want, "{x:?} with {y:?}");
+        }
+    }
+
+    #[test]
+    fn runs_are_merged() {
+        let out = [1, 128, 768];
+        let (a, b) = (
+            broadcast_strides(&out, &out),
+            broadcast_strides(&[768], &out),
+        );
+        let mut runs = vec![];
+        for_each_broadcast_run(&out, [&a, &b], |_, step, len| runs.push((step, len)));
+        assert_eq!(runs.len(), 128);
+        assert_eq!(runs[0], ([1, 1], 768));
+        let mut runs = vec![];
+        for_each_broadcast_run(&out, [&a, &a], |o, step, len| runs.push((o, step, len)));
+        assert_eq!(runs, [([0, 0], [1, 1], 128 * 768)]);
+        let mut n = 0;
+        for_each_broadcast_run(&[2, 0, 3], [&[0, 0, 1], &[0, 0, 1]], |_, _, _| n += 1);
+        assert_eq!(n, 0);
     }
 
     #[test]

@@ -13,7 +13,9 @@ mod minifloat;
 mod tensor;
 mod value;
 
-pub use broadcast::{broadcast_shapes, broadcast_strides, for_each_broadcast_index};
+pub use broadcast::{
+    broadcast_shapes, broadcast_strides, for_each_broadcast_index, for_each_broadcast_run,
+};
 pub use dtype::DType;
 pub use elem::Elem;
 pub use half::{bf16, f16};

@@ -9,6 +9,7 @@
 //! (before that, and as a fallback, a 1-D slope lines up with the one axis
 //! of X of the same length).
 
+use onyx_kernels::vmath::{self, Unary};
 use onyx_tensor::{bf16, f16, Data, Elem, Tensor, Value};
 
 use super::elementwise::{erf, Arith};
@@ -100,7 +101,30 @@ fn float_kernel(f: impl Fn(f64) -> f64 + Send + Sync + 'static) -> OpResult<Box<
     ))
 }
 
+/// As [`float_kernel`], but f32 tensors go through the vectorised f32
+/// kernel `op` (`onyx_kernels::vmath`).
+fn float_kernel_vectorised(
+    op: Unary,
+    f: impl Fn(f64) -> f64 + Send + Sync + 'static,
+) -> OpResult<Box<dyn Kernel>> {
+    Ok(Box::new(
+        move |_: &super::RunCtx, inputs: &[Option<&Value>]| {
+            let t = tensor_in(inputs, 0)?;
+            match t.data() {
+                Data::F32(v) => one(Tensor::from_vec(t.shape().to_vec(), vmath::map(v, op))?),
+                _ => one(map_float(t, &f)?),
+            }
+        },
+    ))
+}
+
 fn relu(t: &Tensor) -> OpResult<Tensor> {
+    if let Data::F32(v) = t.data() {
+        return Ok(Tensor::from_vec(
+            t.shape().to_vec(),
+            vmath::map(v, Unary::Relu),
+        )?);
+    }
     macro_rules! go {
         ($v:ident) => {{
             let zero = <_ as Default>::default();
@@ -114,24 +138,18 @@ fn relu(t: &Tensor) -> OpResult<Tensor> {
     Ok(numeric!(t, v => go!(v)))
 }
 
-/// Clips every element to `[lo, hi]` (either bound optional), as numpy's clip.
+/// Clips every element to `[lo, hi]` (either bound optional), as numpy's
+/// clip: NaN stays NaN, and `lo > hi` gives `hi`. One loop per case, so
+/// that each is a plain max/min the compiler vectorises.
 fn clip_slice<T: Copy + PartialOrd>(v: &[T], lo: Option<T>, hi: Option<T>) -> Vec<T> {
-    v.iter()
-        .map(|&x| {
-            let mut y = x;
-            if let Some(l) = lo {
-                if y < l {
-                    y = l;
-                }
-            }
-            if let Some(h) = hi {
-                if y > h {
-                    y = h;
-                }
-            }
-            y
-        })
-        .collect()
+    let above = |x: T, l: T| if x < l { l } else { x };
+    let below = |x: T, h: T| if x > h { h } else { x };
+    match (lo, hi) {
+        (Some(l), Some(h)) => v.iter().map(|&x| below(above(x, l), h)).collect(),
+        (Some(l), None) => v.iter().map(|&x| above(x, l)).collect(),
+        (None, Some(h)) => v.iter().map(|&x| below(x, h)).collect(),
+        (None, None) => v.to_vec(),
+    }
 }
 
 /// A bound input of Clip (opset 11+): one element of the same type as X, or
@@ -289,11 +307,15 @@ pub fn register(r: &mut Registry) {
             one(relu(tensor_in(inputs, 0)?)?)
         }))
     });
-    r.add("", "Sigmoid", |_| float_kernel(sigmoid));
-    r.add("", "Tanh", |_| float_kernel(f64::tanh));
+    r.add("", "Sigmoid", |_| {
+        float_kernel_vectorised(Unary::Sigmoid, sigmoid)
+    });
+    r.add("", "Tanh", |_| {
+        float_kernel_vectorised(Unary::Tanh, f64::tanh)
+    });
     r.add("", "Gelu", |ctx| {
         match ctx.node.attr_string("approximate")?.as_deref() {
-            None | Some("none") => float_kernel(gelu),
+            None | Some("none") => float_kernel_vectorised(Unary::Gelu, gelu),
             Some("tanh") => float_kernel(gelu_tanh),
             Some(other) => Err(op_err!(
                 "attribute 'approximate' should be \"none\" or \"tanh\" but is \"{other}\""

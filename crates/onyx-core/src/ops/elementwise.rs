@@ -5,6 +5,7 @@
 //! `broadcast=1` and an `axis` attribute; those legacy forms are handled by
 //! aligning the second input at `axis`. Max/Min/Sum/Mean broadcast from opset 8.
 
+use onyx_kernels::vmath::{self, Unary};
 use onyx_tensor::{bf16, f16, Data, Tensor, Value};
 
 use super::{broadcast_binary, one, tensor_in, BuildCtx, Kernel, OpResult, Registry};
@@ -150,9 +151,27 @@ impl BinOp {
 /// `op(a, b)` with broadcasting, for two tensors of the same numeric type.
 pub(crate) fn binary(op: BinOp, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
     same_type_pair!(a, b, (x, y) => {
-        let (v, shape) = broadcast_binary(x, a.shape(), y, b.shape(), |p, q| op.apply(p, q))?;
+        let (v, shape) = binary_slices(op, x, a.shape(), y, b.shape())?;
         Ok(Tensor::new(a.dtype(), shape, onyx_tensor::Elem::into_data(v))?)
     })
+}
+
+/// One loop per operator, so that each inner loop is a plain add, multiply...
+/// that the compiler vectorises, not a match on `op` per element.
+fn binary_slices<T: Arith>(
+    op: BinOp,
+    x: &[T],
+    xs: &[usize],
+    y: &[T],
+    ys: &[usize],
+) -> OpResult<(Vec<T>, Vec<usize>)> {
+    match op {
+        BinOp::Add => broadcast_binary(x, xs, y, ys, T::add),
+        BinOp::Sub => broadcast_binary(x, xs, y, ys, T::sub),
+        BinOp::Mul => broadcast_binary(x, xs, y, ys, T::mul),
+        BinOp::Div => broadcast_binary(x, xs, y, ys, T::div),
+        _ => broadcast_binary(x, xs, y, ys, |p, q| op.apply(p, q)),
+    }
 }
 
 /// Reshapes `b` for the pre-opset-7 `broadcast=1, axis=k` form: its dims
@@ -249,6 +268,17 @@ fn pow(a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
         };
     }
     Ok(match a.data() {
+        // squares and cubes (as in torch's GELU and variance patterns) as
+        // products, as ONNX Runtime computes them
+        Data::F32(x) if matches!(exps.as_slice(), [e] if *e == 2.0 || *e == 3.0) => {
+            let out_shape = onyx_tensor::broadcast_shapes(&[a.shape(), b.shape()])?;
+            let v = if exps[0] == 2.0 {
+                x.iter().map(|&p| p * p).collect()
+            } else {
+                x.iter().map(|&p| p * p * p).collect()
+            };
+            Tensor::from_vec(a.shape().to_vec(), v)?.reshape(out_shape)?
+        }
         Data::F32(x) => {
             let (v, shape) =
                 broadcast_binary(x, a.shape(), &exps, b.shape(), |p, q| p.powf(q as f32))?;
@@ -267,8 +297,8 @@ fn pow(a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
 /// for f32/f64 and through f32 for f16/bf16.
 pub(crate) fn unary_float(
     t: &Tensor,
-    f32f: fn(f32) -> f32,
-    f64f: fn(f64) -> f64,
+    f32f: impl Fn(f32) -> f32,
+    f64f: impl Fn(f64) -> f64,
 ) -> OpResult<Tensor> {
     let data = match t.data() {
         Data::F32(v) => Data::F32(v.iter().map(|&x| f32f(x)).collect()),
@@ -278,6 +308,18 @@ pub(crate) fn unary_float(
         _ => return Err(op_err!("unsupported element type {}", t.dtype())),
     };
     Ok(Tensor::new(t.dtype(), t.shape().to_vec(), data)?)
+}
+
+/// As [`unary_float`], with the f32 form one of the vectorised kernels.
+pub(crate) fn unary_vectorised(
+    t: &Tensor,
+    op: Unary,
+    f64f: impl Fn(f64) -> f64,
+) -> OpResult<Tensor> {
+    match t.data() {
+        Data::F32(v) => Ok(Tensor::from_vec(t.shape().to_vec(), vmath::map(v, op))?),
+        _ => unary_float(t, |x| op.apply(x), f64f),
+    }
 }
 
 /// Registers a float unary op given as two function items (f32 and f64 forms).
@@ -414,7 +456,11 @@ pub fn register(r: &mut Registry) {
         }))
     });
     float_unary!(r, "Sqrt", num_traits::Float::sqrt);
-    float_unary!(r, "Exp", num_traits::Float::exp);
+    r.add("", "Exp", |_| {
+        Ok(Box::new(|_: &super::RunCtx, i: &[Option<&Value>]| {
+            one(unary_vectorised(tensor_in(i, 0)?, Unary::Exp, f64::exp)?)
+        }))
+    });
     float_unary!(r, "Log", num_traits::Float::ln);
     float_unary!(r, "Reciprocal", num_traits::Float::recip);
     float_unary!(r, "Floor", num_traits::Float::floor);
@@ -442,11 +488,7 @@ pub fn register(r: &mut Registry) {
     });
     r.add("", "Erf", |_| {
         Ok(Box::new(|_: &super::RunCtx, i: &[Option<&Value>]| {
-            one(unary_float(
-                tensor_in(i, 0)?,
-                |x| erf(f64::from(x)) as f32,
-                erf,
-            )?)
+            one(unary_vectorised(tensor_in(i, 0)?, Unary::Erf, erf)?)
         }))
     });
 }
@@ -489,6 +531,22 @@ mod tests {
         assert_eq!(d.as_slice::<i32>().unwrap(), &[-2, -2, 2, 2]);
         let mixed = Tensor::from_vec(vec![1], vec![1i64]).unwrap();
         assert!(binary(BinOp::Add, &a, &mixed).is_err());
+    }
+
+    #[test]
+    fn pow_squares_and_cubes_as_products() {
+        let x = t32(&[3], &[-1.5, 0.25, 3.0]);
+        for (e, want) in [
+            (2.0f32, [2.25f32, 0.0625, 9.0]),
+            (3.0, [-3.375, 0.015_625, 27.0]),
+        ] {
+            let y = pow(&x, &t32(&[1, 1], &[e])).unwrap();
+            assert_eq!(y.shape(), &[1, 3]);
+            assert_eq!(y.as_slice::<f32>().unwrap(), &want);
+        }
+        let y = pow(&x, &t32(&[], &[0.5])).unwrap();
+        assert!(y.as_slice::<f32>().unwrap()[0].is_nan());
+        assert_eq!(y.as_slice::<f32>().unwrap()[1], 0.5);
     }
 
     #[test]

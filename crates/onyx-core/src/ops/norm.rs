@@ -218,6 +218,11 @@ fn build_layer_norm(ctx: &BuildCtx, rms: bool) -> OpResult<Box<dyn Kernel>> {
         let a = norm_axis(axis, x.rank())?;
         let rows: usize = x.shape()[..a].iter().product();
         let cols: usize = x.shape()[a..].iter().product();
+        if !rms {
+            if let Some(out) = layer_norm_f32(inputs, x, a, cols, eps, stash_dtype)? {
+                return Ok(out);
+            }
+        }
         let (y, means, inv_stds) = layer_norm_rows(&float_in(x, "X")?, rows, cols, eps, rms);
         let scale = tensor_in(inputs, 1)?;
         let bias = if rms { None } else { opt_tensor_in(inputs, 2)? };
@@ -243,6 +248,49 @@ fn build_layer_norm(ctx: &BuildCtx, rms: bool) -> OpResult<Box<dyn Kernel>> {
         }
         Ok(out)
     }))
+}
+
+/// LayerNormalization's common case, computed in f32 by the vectorised
+/// kernel: f32 X with an f32 scale (and bias) of the normalized shape.
+/// None when the case does not apply.
+fn layer_norm_f32(
+    inputs: &[Option<&Value>],
+    x: &Tensor,
+    axis: usize,
+    cols: usize,
+    eps: f64,
+    stash_dtype: DType,
+) -> OpResult<Option<Vec<Value>>> {
+    let scale = tensor_in(inputs, 1)?;
+    let bias = opt_tensor_in(inputs, 2)?;
+    let fits = |t: &Tensor| t.dtype() == DType::Float && t.shape() == &x.shape()[axis..];
+    if x.dtype() != DType::Float || !fits(scale) || !bias.is_none_or(fits) {
+        return Ok(None);
+    }
+    let mut y = vec![0f32; x.len()];
+    let (means, inv_stds) = onyx_kernels::vmath::layer_norm_rows(
+        x.as_slice::<f32>()?,
+        &mut y,
+        cols,
+        eps as f32,
+        scale.as_slice::<f32>()?,
+        bias.map(|b| b.as_slice::<f32>()).transpose()?,
+    );
+    let mut stat_shape = x.shape()[..axis].to_vec();
+    stat_shape.resize(x.rank(), 1);
+    let stat = |v: Vec<f32>| -> OpResult<Value> {
+        let v = v.into_iter().map(f64::from).collect();
+        Ok(Value::Tensor(f64_to_tensor(
+            stat_shape.clone(),
+            v,
+            stash_dtype,
+        )?))
+    };
+    Ok(Some(vec![
+        Value::Tensor(Tensor::from_vec(x.shape().to_vec(), y)?),
+        stat(means)?,
+        stat(inv_stds)?,
+    ]))
 }
 
 // ---------- Instance / Group normalization ----------

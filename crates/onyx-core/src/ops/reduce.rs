@@ -411,6 +411,12 @@ fn soft(x: &Tensor, outer: usize, n: usize, inner: usize, kind: SoftKind) -> OpR
     if !x.dtype().is_float() {
         return Err(op_err!("{kind:?} needs a float tensor, not {}", x.dtype()));
     }
+    // the common case, contiguous f32 rows, runs vectorised in f32
+    if let (Data::F32(v), 1, SoftKind::Softmax | SoftKind::LogSoftmax) = (x.data(), inner, kind) {
+        let mut out = vec![0f32; v.len()];
+        onyx_kernels::vmath::softmax_rows(v, &mut out, n, kind == SoftKind::LogSoftmax);
+        return Ok(Tensor::from_vec(x.shape().to_vec(), out)?);
+    }
     let v = x.to_f64_vec()?;
     let mut out = vec![0.0f64; v.len()];
     for o in 0..outer {

@@ -3,9 +3,12 @@
 //! DepthToSpace, SpaceToDepth, CenterCropPad.
 //!
 //! Every operator here moves elements without looking at them, so each is
-//! written once for all element types: the kernel works out, for every output
-//! coordinate, the flat index of the source element (or "fill" for padding),
-//! and [`gather_coords`] builds the output from that.
+//! written once for all element types. Where the source of each output
+//! element is an affine function of its coordinate (transpose, split,
+//! slices with positive steps, expand) [`strided_copy`] copies it in runs;
+//! otherwise the kernel works out, for every output coordinate, the flat
+//! index of the source element (or "fill" for padding), and
+//! [`gather_coords`] builds the output from that.
 //!
 //! Opset notes: Reshape takes its shape as an attribute before opset 5;
 //! Slice takes starts/ends/axes as attributes before opset 10; Pad takes pads
@@ -14,7 +17,8 @@
 //! gains `num_outputs` in 18; Shape gains `start`/`end` in 15.
 
 use onyx_tensor::{
-    broadcast_shapes, numel, strides_of, with_data, DType, Data, Elem, Tensor, Value,
+    broadcast_shapes, for_each_broadcast_run, numel, strides_of, with_data, DType, Data, Elem,
+    Tensor, Value,
 };
 
 use super::{
@@ -95,6 +99,56 @@ pub(crate) fn gather_coords(
     Ok(Tensor::new(t.dtype(), out_shape, data)?)
 }
 
+/// The tensor of `out_shape` whose element at coordinate `c` is `t`'s
+/// element at flat index `base + sum(c[i] * strides[i])`: a transpose, a
+/// slice with positive steps or a broadcast (stride 0), read as a view.
+/// Copies in runs (`for_each_broadcast_run`), so contiguous stretches are
+/// one memcpy; the last element read is checked against `t` first.
+pub(crate) fn strided_copy(
+    lim: &Limits,
+    t: &Tensor,
+    out_shape: Vec<usize>,
+    base: usize,
+    strides: &[usize],
+) -> OpResult<Tensor> {
+    let n = checked_numel(&out_shape)?;
+    lim.check_tensor(n, t.dtype().size_in_memory())?;
+    if n > 0 {
+        let last = out_shape
+            .iter()
+            .zip(strides)
+            .try_fold(base, |acc, (&d, &s)| {
+                acc.checked_add((d - 1).checked_mul(s)?)
+            });
+        if !matches!(last, Some(l) if l < t.len()) {
+            return Err(op_err!(
+                "a strided read of shape {out_shape:?} goes past the {} elements of the input",
+                t.len()
+            ));
+        }
+    }
+    fn copy<T: Elem>(
+        v: &[T],
+        out_shape: &[usize],
+        base: usize,
+        strides: &[usize],
+        n: usize,
+    ) -> Data {
+        let mut out = Vec::with_capacity(n);
+        for_each_broadcast_run(out_shape, [strides], |[off], [step], len| {
+            let at = base + off;
+            match step {
+                1 => out.extend_from_slice(&v[at..at + len]),
+                0 => out.extend(std::iter::repeat_n(v[at].clone(), len)),
+                _ => out.extend(v[at..].iter().step_by(step).take(len).cloned()),
+            }
+        });
+        T::into_data(out)
+    }
+    let data = with_data!(t.data(), v => copy(v, &out_shape, base, strides, n));
+    Ok(Tensor::new(t.dtype(), out_shape, data)?)
+}
+
 /// `t`'s elements read as a tensor of `view` (same count), axes permuted by `perm`.
 pub(crate) fn permute(
     lim: &Limits,
@@ -124,9 +178,7 @@ pub(crate) fn permute(
     let vs = strides_of(view);
     let out_shape: Vec<usize> = perm.iter().map(|&p| view[p]).collect();
     let st: Vec<usize> = perm.iter().map(|&p| vs[p]).collect();
-    gather_coords(lim, t, out_shape, None, |c| {
-        Ok(Some(c.iter().zip(&st).map(|(a, b)| a * b).sum()))
-    })
+    strided_copy(lim, t, out_shape, 0, &st)
 }
 
 /// Copies `len` positions starting at `start` along `axis`.
@@ -137,24 +189,10 @@ pub(crate) fn take_range(
     start: usize,
     len: usize,
 ) -> OpResult<Tensor> {
-    let shape = t.shape();
-    let st = strides_of(shape);
-    let mut out_shape = shape.to_vec();
+    let st = strides_of(t.shape());
+    let mut out_shape = t.shape().to_vec();
     out_shape[axis] = len;
-    gather_coords(lim, t, out_shape, None, |c| {
-        Ok(Some(
-            c.iter()
-                .enumerate()
-                .map(|(k, &x)| {
-                    if k == axis {
-                        (x + start) * st[k]
-                    } else {
-                        x * st[k]
-                    }
-                })
-                .sum(),
-        ))
-    })
+    strided_copy(lim, t, out_shape, start * st[axis], &st)
 }
 
 fn identity_kernel() -> Box<dyn Kernel> {
@@ -528,6 +566,19 @@ fn slice(
     }
     let st = strides_of(shape);
     let out_shape: Vec<usize> = plan.iter().map(|p| p.len).collect();
+    if plan.iter().all(|p| p.step > 0 && p.start >= 0) {
+        let base = plan
+            .iter()
+            .zip(&st)
+            .map(|(p, &s)| p.start as usize * s)
+            .sum();
+        let steps: Vec<usize> = plan
+            .iter()
+            .zip(&st)
+            .map(|(p, &s)| p.step as usize * s)
+            .collect();
+        return strided_copy(lim, t, out_shape, base, &steps);
+    }
     gather_coords(lim, t, out_shape, None, |c| {
         let mut off: i64 = 0;
         for ((&x, p), &s) in c.iter().zip(&plan).zip(&st) {
@@ -653,9 +704,7 @@ fn expand(lim: &Limits, t: &Tensor, shape: &[i64]) -> OpResult<Tensor> {
         .collect::<OpResult<Vec<_>>>()?;
     let out = broadcast_shapes(&[t.shape(), &target])?;
     let st = onyx_tensor::broadcast_strides(t.shape(), &out);
-    gather_coords(lim, t, out, None, |c| {
-        Ok(Some(c.iter().zip(&st).map(|(a, b)| a * b).sum()))
-    })
+    strided_copy(lim, t, out, 0, &st)
 }
 
 fn tile(lim: &Limits, t: &Tensor, repeats: &[i64]) -> OpResult<Tensor> {

@@ -2,7 +2,7 @@
 //! generic code over element types.
 
 use onyx_tensor::{
-    broadcast_shapes, broadcast_strides, for_each_broadcast_index, Elem, Tensor, Value,
+    broadcast_shapes, broadcast_strides, for_each_broadcast_run, Elem, Tensor, Value,
 };
 
 use super::{OpError, OpResult};
@@ -106,7 +106,9 @@ pub fn tensor_from_fn<T: Elem>(shape: Vec<usize>, f: impl FnMut(usize) -> T) -> 
     Ok(Tensor::from_vec(shape, (0..n).map(f).collect())?)
 }
 
-/// Elementwise `f(a, b)` with numpy broadcasting.
+/// Elementwise `f(a, b)` with numpy broadcasting. The work goes in runs of
+/// the innermost elements (see `for_each_broadcast_run`), each a tight loop
+/// that the compiler can vectorise when `f` is simple.
 pub fn broadcast_binary<A: Clone, B: Clone, O>(
     a: &[A],
     a_shape: &[usize],
@@ -115,34 +117,26 @@ pub fn broadcast_binary<A: Clone, B: Clone, O>(
     f: impl Fn(A, B) -> O,
 ) -> OpResult<(Vec<O>, Vec<usize>)> {
     let out_shape = broadcast_shapes(&[a_shape, b_shape])?;
-    if a_shape == b_shape {
-        let v = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| f(x.clone(), y.clone()))
-            .collect();
-        return Ok((v, out_shape));
-    }
-    if b.len() == 1 && out_shape == a_shape {
-        let y = &b[0];
-        return Ok((
-            a.iter().map(|x| f(x.clone(), y.clone())).collect(),
-            out_shape,
-        ));
-    }
-    if a.len() == 1 && out_shape == b_shape {
-        let x = &a[0];
-        return Ok((
-            b.iter().map(|y| f(x.clone(), y.clone())).collect(),
-            out_shape,
-        ));
-    }
     let sa = broadcast_strides(a_shape, &out_shape);
     let sb = broadcast_strides(b_shape, &out_shape);
     let n = onyx_tensor::numel(&out_shape).unwrap_or(0);
     let mut out = Vec::with_capacity(n);
-    for_each_broadcast_index(&out_shape, [&sa, &sb], |_, [ia, ib]| {
-        out.push(f(a[ia].clone(), b[ib].clone()))
+    for_each_broadcast_run(&out_shape, [&sa, &sb], |[ia, ib], step, len| match step {
+        [1, 1] => out.extend(
+            a[ia..ia + len]
+                .iter()
+                .zip(&b[ib..ib + len])
+                .map(|(x, y)| f(x.clone(), y.clone())),
+        ),
+        [1, 0] => {
+            let y = &b[ib];
+            out.extend(a[ia..ia + len].iter().map(|x| f(x.clone(), y.clone())))
+        }
+        [0, 1] => {
+            let x = &a[ia];
+            out.extend(b[ib..ib + len].iter().map(|y| f(x.clone(), y.clone())))
+        }
+        [s, t] => out.extend((0..len).map(|k| f(a[ia + k * s].clone(), b[ib + k * t].clone()))),
     });
     Ok((out, out_shape))
 }
