@@ -379,6 +379,87 @@ fn pool(
     Ok((out, arg))
 }
 
+/// One window along one axis, as the f32 2-D path reads it: the first input
+/// index it covers, how many taps fall inside the input (at the axis's
+/// dilation), and how many in the declared padding.
+#[derive(Clone, Copy, Debug)]
+struct AxisWindow {
+    first: usize,
+    inside: usize,
+    padded: usize,
+}
+
+fn axis_windows(taps: &[Tap], kernel: usize) -> Vec<AxisWindow> {
+    taps.chunks_exact(kernel)
+        .map(|window| {
+            let mut w = AxisWindow {
+                first: 0,
+                inside: 0,
+                padded: 0,
+            };
+            for tap in window {
+                match *tap {
+                    Tap::In(i) => {
+                        if w.inside == 0 {
+                            w.first = i;
+                        }
+                        w.inside += 1;
+                    }
+                    Tap::Pad => w.padded += 1,
+                    Tap::Outside => {}
+                }
+            }
+            w
+        })
+        .collect()
+}
+
+/// Max or average pooling of f32 planes over two spatial dims, without
+/// argmax indices: the common case of CNNs, computed in f32 straight from
+/// the input (the general `pool` above goes through f64 and any rank).
+/// The taps inside the input are contiguous along each axis, so each window
+/// is two plain loops.
+fn pool_2d_f32(x: &[f32], planes: usize, g: &Geometry, kind: PoolKind) -> Vec<f32> {
+    let (h_in, w_in) = (g.input[0], g.input[1]);
+    let (dh, dw) = (g.dilations[0], g.dilations[1]);
+    let taps = g.taps();
+    let rows = axis_windows(&taps[0], g.kernel[0]);
+    let cols = axis_windows(&taps[1], g.kernel[1]);
+    let mut out = Vec::with_capacity(planes * rows.len() * cols.len());
+    for plane in x.chunks_exact(h_in * w_in).take(planes) {
+        for r in &rows {
+            for c in &cols {
+                let (mut best, mut sum) = (f32::NEG_INFINITY, 0f32);
+                for a in 0..r.inside {
+                    let line = &plane[(r.first + a * dh) * w_in..];
+                    for b in 0..c.inside {
+                        let v = line[c.first + b * dw];
+                        // a NaN first value is kept, as the general path's comparison does
+                        if v > best || (v.is_nan() && a == 0 && b == 0) {
+                            best = v;
+                        }
+                        sum += v;
+                    }
+                }
+                let valid = r.inside * c.inside;
+                out.push(match kind {
+                    PoolKind::Max => best,
+                    PoolKind::Avg { include_pad } => {
+                        let n = if include_pad {
+                            (r.inside + r.padded) * (c.inside + c.padded)
+                        } else {
+                            valid
+                        };
+                        sum / n as f32
+                    }
+                    PoolKind::Lp(_) => unreachable!("Lp pooling is not taken here"),
+                });
+            }
+        }
+    }
+    out
+}
+
 fn build_pool(ctx: &BuildCtx, kind: &'static str) -> OpResult<Box<dyn Kernel>> {
     let mut w = WindowAttrs::read(ctx)?;
     if w.kernel.is_none() {
@@ -420,10 +501,15 @@ fn build_pool(ctx: &BuildCtx, kind: &'static str) -> OpResult<Box<dyn Kernel>> {
             .ok_or_else(|| op_err!("output is too large"))?;
         rc.check_alloc(total, 8)?;
         rc.check_alloc(g.tap_count()?, 16)?;
-        let xv = x.to_f64_vec()?;
-        let (vals, arg) = pool(&xv, planes, &g, kind, want_index)?;
         let mut shape = vec![n, c];
         shape.extend_from_slice(&g.output);
+        if let (Data::F32(xv), 2, false, PoolKind::Max | PoolKind::Avg { .. }) =
+            (x.data(), sp.len(), want_index, kind)
+        {
+            return one(Tensor::from_vec(shape, pool_2d_f32(xv, planes, &g, kind))?);
+        }
+        let xv = x.to_f64_vec()?;
+        let (vals, arg) = pool(&xv, planes, &g, kind, want_index)?;
         let y = from_f64(x.dtype(), shape.clone(), vals)?;
         if !want_index {
             return one(y);
@@ -630,6 +716,37 @@ mod tests {
         }
         .geometry(input, None)
         .unwrap()
+    }
+
+    #[test]
+    fn f32_2d_pooling_matches_the_general_path() {
+        let (planes, h, w) = (3, 7, 6);
+        let x: Vec<f32> = (0..planes * h * w)
+            .map(|i| ((i * 29 % 53) as f32 - 26.0) * 0.37)
+            .collect();
+        let x64: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        let cases = [
+            geom(&[h, w], &[3, 3], &[2, 2], Some(vec![1, 1, 1, 1]), false),
+            geom(&[h, w], &[3, 2], &[2, 3], Some(vec![0, 1, 2, 0]), true),
+            geom(&[h, w], &[2, 2], &[1, 1], None, false),
+        ];
+        for g in cases {
+            for kind in [
+                PoolKind::Max,
+                PoolKind::Avg { include_pad: false },
+                PoolKind::Avg { include_pad: true },
+            ] {
+                let (want, _) = pool(&x64, planes, &g, kind, false).unwrap();
+                let got = pool_2d_f32(&x, planes, &g, kind);
+                assert_eq!(got.len(), want.len());
+                for (a, b) in got.iter().zip(&want) {
+                    assert!(
+                        (f64::from(*a) - b).abs() < 1e-5,
+                        "{kind:?} {g:?}: {a} vs {b}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
