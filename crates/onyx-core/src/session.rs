@@ -7,12 +7,16 @@ use crate::ir::{import_model_with, Dim, Model, TypeInfo, ValueInfo};
 use crate::ops::Registry;
 use crate::plan::{Plan, Planner};
 use crate::{Error, ErrorKind, Limits, Result};
+use onyx_kernels::ThreadPool;
 
 /// How a session is built and run.
 #[derive(Clone, Debug, Default)]
 pub struct SessionOptions {
     pub limits: Limits,
     pub load_limits: LoadLimits,
+    /// Threads one run may split an operator's work across: 0 (the default)
+    /// means one per physical core, 1 keeps every run on its caller's thread.
+    pub threads: usize,
 }
 
 /// A model, checked and compiled once, ready to run many times, from many
@@ -21,6 +25,8 @@ pub struct Session {
     model: Model,
     plan: Plan,
     options: SessionOptions,
+    /// The threads this session's runs split their operators across.
+    pool: ThreadPool,
 }
 
 fn invalid_arg(msg: String) -> Error {
@@ -61,6 +67,7 @@ impl Session {
         Ok(Session {
             model,
             plan,
+            pool: ThreadPool::new(options.threads),
             options,
         })
     }
@@ -126,7 +133,13 @@ impl Session {
                 )));
             }
         }
-        self.plan.run(positional, None, &self.options.limits)
+        let (plan, limits) = (&self.plan, &self.options.limits);
+        self.pool.run(|| plan.run(positional, None, limits))
+    }
+
+    /// How many threads a run may use.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
     }
 }
 

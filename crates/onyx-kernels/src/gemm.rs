@@ -24,25 +24,13 @@
 //! against.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-static THREADS: AtomicUsize = AtomicUsize::new(1);
+use crate::parallel;
 
-/// Sets how many threads a large product may split across (1, the default,
-/// runs on the caller's thread only).
-pub fn set_threads(n: usize) {
-    THREADS.store(n.max(1), Ordering::Relaxed);
-}
-
-/// The thread count [`set_threads`] last set.
-pub fn threads() -> usize {
-    THREADS.load(Ordering::Relaxed)
-}
-
-/// Products below this many multiply-adds stay on one thread: spawning
-/// costs tens of microseconds.
-const PARALLEL_MIN_WORK: usize = 1 << 22;
+/// Products below this many multiply-adds stay on the calling thread: waking
+/// the pool costs a few microseconds.
+const PARALLEL_MIN_WORK: usize = 1 << 19;
 
 /// The instruction set a product runs with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -509,27 +497,22 @@ pub fn sgemm(
     }
     let (mr, _) = b.isa.tile();
     let work = m.saturating_mul(n).saturating_mul(k);
-    let parts = threads().min(m.div_ceil(mr));
-    if parts > 1 && work >= PARALLEL_MIN_WORK {
-        // each thread takes whole micro-tiles of rows of A and C
-        let per = m.div_ceil(mr).div_ceil(parts) * mr;
-        std::thread::scope(|s| {
-            let mut rest = &mut c[..];
-            let mut i0 = 0;
-            while i0 < m {
-                let rows = per.min(m - i0);
-                let take = if i0 + rows < m {
-                    rows * ldc
-                } else {
-                    rest.len()
-                };
-                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(take);
-                rest = tail;
-                let sub = a.sub_rows(i0, rows);
-                let epi = epi.rows(i0, rows);
-                s.spawn(move || run_blocks(sub, b, mine, ldc, accumulate, &epi));
-                i0 += rows;
-            }
+    let threads = parallel::current_threads();
+    if threads > 1 && work >= PARALLEL_MIN_WORK && m > mr {
+        // each thread takes a band of whole micro-tiles of rows of A and C:
+        // every row is computed exactly as it would be on one thread
+        let mut parts = Vec::with_capacity(threads);
+        let mut rest = &mut c[..];
+        for r in parallel::split_range(m, mr, threads) {
+            let take = if r.end < m { r.len() * ldc } else { rest.len() };
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(take);
+            rest = tail;
+            parts.push((r, mine));
+        }
+        parallel::for_each(parts, |(r, mine)| {
+            let sub = a.sub_rows(r.start, r.len());
+            let epi = epi.rows(r.start, r.len());
+            run_blocks(sub, b, mine, ldc, accumulate, &epi)
         });
         return Ok(());
     }
@@ -1020,17 +1003,18 @@ mod tests {
     }
 
     #[test]
-    fn threads_split_rows_and_agree() {
+    fn threads_split_rows_with_the_same_bits() {
         let (m, k, n) = (203, 150, 190);
         let av = values(m * k, 1);
         let bv = values(k * n, 2);
         let rb = values(m, 3);
+        let zv = values(m * n, 4);
         let a = MatRef::row_major(&av, m, k).unwrap();
         let b = MatRef::row_major(&bv, k, n).unwrap();
         let epi = Epilogue {
             row_bias: Some(&rb),
             col_bias: None,
-            addend: None,
+            addend: Some(MatRef::row_major(&zv, m, n).unwrap()),
             act: Act::Relu,
         };
         let mut want = vec![0.0f32; m * n];
@@ -1039,11 +1023,16 @@ mod tests {
         let mut packed = PackedB::new(MatRef::row_major(&av, 7, 9).unwrap());
         packed.repack(b);
         assert_eq!((packed.k(), packed.n()), (k, n));
-        set_threads(3);
-        let mut got = vec![0.0f32; m * n];
-        sgemm(a, &packed, &mut got, n, false, &epi).unwrap();
-        set_threads(1);
-        close(&got, &want, k, "3 threads");
+        let mut one = vec![0.0f32; m * n];
+        sgemm(a, &packed, &mut one, n, false, &epi).unwrap();
+        close(&one, &want, k, "1 thread");
+        for threads in [2, 3] {
+            let pool = crate::ThreadPool::new(threads);
+            let mut got = vec![0.0f32; m * n];
+            pool.run(|| sgemm(a, &packed, &mut got, n, false, &epi).unwrap());
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&one), "{threads} threads");
+        }
     }
 
     #[test]

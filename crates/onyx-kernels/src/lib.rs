@@ -9,8 +9,9 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod gemm;
+pub mod parallel;
 
 pub use gemm::{
-    set_threads, sgemm, sgemm_reference, sgemm_unpacked, threads, Act, Epilogue, GemmError, Isa,
-    MatRef, PackedB,
+    sgemm, sgemm_reference, sgemm_unpacked, Act, Epilogue, GemmError, Isa, MatRef, PackedB,
 };
+pub use parallel::ThreadPool;

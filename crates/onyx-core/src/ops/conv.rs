@@ -1198,6 +1198,10 @@ mod tests {
 
     /// Runs a graph of `nodes` over the inputs x, w, b, z, returning output `y`.
     fn run_graph(nodes: Vec<Node>, feeds: &[(&str, Tensor)]) -> Tensor {
+        run_graph_on(nodes, feeds, 1)
+    }
+
+    fn run_graph_on(nodes: Vec<Node>, feeds: &[(&str, Tensor)], threads: usize) -> Tensor {
         let vi = |n: &str| ValueInfo {
             name: n.into(),
             ty: None,
@@ -1213,7 +1217,11 @@ mod tests {
             graph,
             ..Model::default()
         };
-        let s = Session::from_model(model, SessionOptions::default()).unwrap();
+        let options = SessionOptions {
+            threads,
+            ..SessionOptions::default()
+        };
+        let s = Session::from_model(model, options).unwrap();
         let feeds = feeds
             .iter()
             .map(|(n, t)| (n.to_string(), Value::from(t.clone())))
@@ -1318,6 +1326,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn threads_give_the_same_bits() {
+        let (xs, ws, ys) = ([1, 16, 32, 32], [32, 16, 3, 3], [1, 32, 32, 32]);
+        let t = |shape: &[usize], seed| {
+            Tensor::from_vec(shape.to_vec(), values(numel(shape).unwrap(), seed)).unwrap()
+        };
+        let feeds = [
+            ("x", t(&xs, 1)),
+            ("w", t(&ws, 2)),
+            ("b", t(&[32], 3)),
+            ("z", t(&ys, 4)),
+        ];
+        let attrs = vec![
+            ("pads", Attr::Ints(vec![1; 4])),
+            ("activation", Attr::String("Tanh".into())),
+        ];
+        let node = || {
+            attr_node(
+                "FusedConv",
+                "com.onyx",
+                &["x", "w", "b", "z"],
+                &["y"],
+                attrs.clone(),
+            )
+        };
+        let bits = |threads| -> Vec<u32> {
+            let y = run_graph_on(vec![node()], &feeds, threads);
+            y.as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        let one = bits(1);
+        assert_eq!(bits(2), one);
+        assert_eq!(bits(3), one);
     }
 
     #[test]
