@@ -31,6 +31,8 @@ use crate::parallel;
 /// Products below this many multiply-adds stay on the calling thread: waking
 /// the pool costs a few microseconds.
 const PARALLEL_MIN_WORK: usize = 1 << 19;
+/// Packings of fewer values stay on the calling thread.
+const PARALLEL_MIN_PACK: usize = 1 << 15;
 
 /// The instruction set a product runs with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -249,10 +251,31 @@ impl PackedB {
     }
 
     /// Packs `b` in place of the current contents, reusing the memory: for
-    /// an operand that changes every call (a convolution's columns).
+    /// an operand that changes every call.
     pub fn repack(&mut self, b: MatRef) {
+        self.repack_with(b.rows, b.cols, |kk, j0, dst| {
+            if b.cs == 1 {
+                dst.copy_from_slice(&b.data[kk * b.rs + j0..][..dst.len()]);
+            } else {
+                for (c, d) in dst.iter_mut().enumerate() {
+                    *d = b.at(kk, j0 + c);
+                }
+            }
+        })
+    }
+
+    /// Packs a `k x n` matrix that `fill` produces piece by piece, in place
+    /// of the current contents: `fill(kk, j0, dst)` writes the values of row
+    /// `kk`, columns `j0..j0 + dst.len()`. A convolution packs its im2col
+    /// matrix this way, without writing it out first. Panels are filled
+    /// across the running session's threads.
+    pub fn repack_with(
+        &mut self,
+        k: usize,
+        n: usize,
+        fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+    ) {
         let (_, nr) = self.isa.tile();
-        let (k, n) = (b.rows, b.cols);
         let npanels = n.div_ceil(nr);
         let len = npanels * k * nr;
         self.buf.clear();
@@ -262,19 +285,26 @@ impl PackedB {
             _ => 0,
         };
         let panels = &mut self.buf[off..off + len];
-        for p in 0..npanels {
-            let j0 = p * nr;
-            let w = nr.min(n - j0);
-            for kk in 0..k {
-                let dst = &mut panels[(p * k + kk) * nr..][..w];
-                if b.cs == 1 {
-                    dst.copy_from_slice(&b.data[kk * b.rs + j0..][..w]);
-                } else {
-                    for (c, d) in dst.iter_mut().enumerate() {
-                        *d = b.at(kk, j0 + c);
-                    }
+        let fill_panels = |(first, chunk): (usize, &mut [f32])| {
+            for (i, panel) in chunk.chunks_exact_mut(k * nr).enumerate() {
+                let j0 = (first + i) * nr;
+                let w = nr.min(n - j0);
+                for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
+                    fill(kk, j0, &mut row[..w]);
                 }
             }
+        };
+        let threads = parallel::current_threads();
+        if threads > 1 && len >= PARALLEL_MIN_PACK && k > 0 {
+            let per = npanels.div_ceil(threads);
+            let parts: Vec<(usize, &mut [f32])> = panels
+                .chunks_mut(per * k * nr)
+                .enumerate()
+                .map(|(i, c)| (i * per, c))
+                .collect();
+            parallel::for_each(parts, fill_panels);
+        } else if k > 0 {
+            fill_panels((0, panels));
         }
         self.k = k;
         self.n = n;

@@ -8,9 +8,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod depthwise;
 pub mod gemm;
 pub mod parallel;
 
+pub use depthwise::{depthwise_plane, Plane2d};
 pub use gemm::{
     sgemm, sgemm_reference, sgemm_unpacked, Act, Epilogue, GemmError, Isa, MatRef, PackedB,
 };

@@ -1,11 +1,13 @@
 //! Convolutions: Conv, ConvTranspose, ConvInteger, DeformConv, Col2Im and
 //! CausalConvWithState.
 //!
-//! Everything is computed in f64 through im2col (or col2im for the
-//! transposed forms) and a plain matrix product, then converted back to the
-//! input's element type. The window geometry is shared with pooling. The
-//! f32 Conv product runs through onyx-kernels' packed GEMM; `gemm_acc` stays
-//! as its oracle and for the other types.
+//! The f32 Conv and FusedConv (`conv_f32`) run a direct kernel for depthwise
+//! 2-D convolutions and onyx-kernels' packed GEMM for the rest, the im2col
+//! matrix packed straight into the GEMM's panels. Everything else is computed
+//! in f64 through im2col (or col2im for the transposed forms) and a plain
+//! matrix product (`gemm_acc`), then converted back to the input's element
+//! type; that plain path is also the f32 path's oracle. The window geometry
+//! is shared with pooling.
 
 use onyx_tensor::{numel, strides_of, DType, Tensor, Value};
 
@@ -14,7 +16,7 @@ use super::{
     one, opt_ints_in, opt_tensor_in, tensor_in, BuildCtx, Kernel, OpResult, Registry, RunCtx,
 };
 use crate::op_err;
-use onyx_kernels::{sgemm, Act, Epilogue, MatRef, PackedB};
+use onyx_kernels::{depthwise_plane, parallel, sgemm, Act, Epilogue, MatRef, PackedB, Plane2d};
 
 fn checked_prod(dims: &[usize]) -> OpResult<usize> {
     numel(dims).ok_or_else(|| op_err!("shape {dims:?} is too large"))
@@ -170,6 +172,44 @@ fn conv_with_cols<F: Num>(
     out
 }
 
+/// Index of each dim of flat position `flat` in a row-major grid of `dims`.
+fn unravel(mut flat: usize, dims: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0usize; dims.len()];
+    for i in (0..dims.len()).rev() {
+        idx[i] = flat % dims[i].max(1);
+        flat /= dims[i].max(1);
+    }
+    idx
+}
+
+/// One row of the im2col matrix, any number of spatial dims: the input
+/// `plane` (one channel) read at kernel tap `k` for output positions from
+/// `start` on, one per cell of `row`; padding reads as zero.
+fn im2col_row<F: Num>(
+    plane: &[F],
+    g: &Geometry,
+    taps: &[Vec<Tap>],
+    in_strides: &[usize],
+    k: &[usize],
+    start: &[usize],
+    row: &mut [F],
+) {
+    let nd = g.input.len();
+    let mut o = start.to_vec();
+    for cell in row.iter_mut() {
+        let mut off = 0;
+        let mut inside = true;
+        for i in 0..nd {
+            match taps[i][o[i] * g.kernel[i] + k[i]] {
+                Tap::In(q) => off += q * in_strides[i],
+                _ => inside = false,
+            }
+        }
+        *cell = if inside { plane[off] } else { F::zero() };
+        next_index(&mut o, &g.output);
+    }
+}
+
 /// Plain im2col of output positions `c0..c0+nc` for the channels of group
 /// `gi` of batch `b`; padding reads as zero.
 #[allow(clippy::too_many_arguments)]
@@ -184,43 +224,77 @@ fn im2col<F: Num>(
     nc: usize,
     col: &mut [F],
 ) {
-    let nd = g.input.len();
     let cg = d.c / d.group;
     let in_strides = strides_of(&g.input);
-    let mut k = vec![0usize; nd];
-    let mut o = vec![0usize; nd];
-    let mut start = vec![0usize; nd];
-    let mut rem = c0;
-    for i in (0..nd).rev() {
-        start[i] = rem % g.output[i].max(1);
-        rem /= g.output[i].max(1);
-    }
+    let start = unravel(c0, &g.output);
+    let mut k = vec![0usize; g.input.len()];
     for ci in 0..cg {
         let plane0 = (b * d.c + gi * cg + ci) * d.in_plane;
         let plane = &x[plane0..plane0 + d.in_plane];
         k.iter_mut().for_each(|v| *v = 0);
         for kk in 0..d.kprod {
             let row = &mut col[(ci * d.kprod + kk) * nc..][..nc];
-            o.copy_from_slice(&start);
-            for cell in row.iter_mut() {
-                let mut off = 0;
-                let mut inside = true;
-                for i in 0..nd {
-                    match taps[i][o[i] * g.kernel[i] + k[i]] {
-                        Tap::In(q) => off += q * in_strides[i],
-                        _ => inside = false,
-                    }
-                }
-                *cell = if inside { plane[off] } else { F::zero() };
-                next_index(&mut o, &g.output);
-            }
+            im2col_row(plane, g, taps, &in_strides, &k, &start, row);
             next_index(&mut k, &g.kernel);
         }
     }
 }
 
-/// [`im2col`] for two spatial dims: whole runs of an output row at a time,
-/// a row of input read directly, and rows in the padding zero-filled.
+/// [`im2col_row`] for two spatial dims and tap (`ky`, `kx`), output
+/// positions from `p0` on: whole runs of an output row at a time, a row of
+/// input read directly, and rows in the padding zero-filled.
+fn im2col_2d_row<F: Num>(
+    plane: &[F],
+    g: &Geometry,
+    taps: &[Vec<Tap>],
+    (ky, kx): (usize, usize),
+    p0: usize,
+    row: &mut [F],
+) {
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let ow = g.output[1].max(1);
+    let iw = g.input[1];
+    let unit_stride = g.strides[1] == 1;
+    let base = (kx * g.dilations[1]) as i64 - g.pad_begin[1] as i64;
+    let nc = row.len();
+    let (mut oy, mut ox) = (p0 / ow, p0 % ow);
+    let mut filled = 0;
+    while filled < nc {
+        let run = (ow - ox).min(nc - filled);
+        let dst = &mut row[filled..filled + run];
+        match taps[0][oy * kh + ky] {
+            Tap::In(iy) if unit_stride => {
+                // input columns ox + j + base, for those inside the row
+                let src = &plane[iy * iw..(iy + 1) * iw];
+                let first = ox as i64 + base;
+                let lo = (-first).clamp(0, run as i64) as usize;
+                let hi = (iw as i64 - first).clamp(lo as i64, run as i64) as usize;
+                dst[..lo].fill(F::zero());
+                if hi > lo {
+                    let s0 = (first + lo as i64) as usize;
+                    dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                }
+                dst[hi..].fill(F::zero());
+            }
+            Tap::In(iy) => {
+                let src = &plane[iy * iw..(iy + 1) * iw];
+                let xt = &taps[1][ox * kw + kx..];
+                for (j, cell) in dst.iter_mut().enumerate() {
+                    *cell = match xt[j * kw] {
+                        Tap::In(ix) => src[ix],
+                        _ => F::zero(),
+                    };
+                }
+            }
+            _ => dst.fill(F::zero()),
+        }
+        filled += run;
+        ox = 0;
+        oy += 1;
+    }
+}
+
+/// [`im2col`] for two spatial dims, through [`im2col_2d_row`].
 #[allow(clippy::too_many_arguments)]
 fn im2col_2d<F: Num>(
     x: &[F],
@@ -235,51 +309,13 @@ fn im2col_2d<F: Num>(
 ) {
     let cg = d.c / d.group;
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
-    let ow = g.output[1].max(1);
-    let iw = g.input[1];
-    let unit_stride = g.strides[1] == 1;
     for ci in 0..cg {
         let plane0 = (b * d.c + gi * cg + ci) * d.in_plane;
         let plane = &x[plane0..plane0 + d.in_plane];
         for ky in 0..kh {
             for kx in 0..kw {
-                let base = (kx * g.dilations[1]) as i64 - g.pad_begin[1] as i64;
                 let row = &mut col[((ci * kh + ky) * kw + kx) * nc..][..nc];
-                let (mut oy, mut ox) = (c0 / ow, c0 % ow);
-                let mut filled = 0;
-                while filled < nc {
-                    let run = (ow - ox).min(nc - filled);
-                    let dst = &mut row[filled..filled + run];
-                    match taps[0][oy * kh + ky] {
-                        Tap::In(iy) if unit_stride => {
-                            // input columns ox + j + base, for those inside the row
-                            let src = &plane[iy * iw..(iy + 1) * iw];
-                            let first = ox as i64 + base;
-                            let lo = (-first).clamp(0, run as i64) as usize;
-                            let hi = (iw as i64 - first).clamp(lo as i64, run as i64) as usize;
-                            dst[..lo].fill(F::zero());
-                            if hi > lo {
-                                let s0 = (first + lo as i64) as usize;
-                                dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
-                            }
-                            dst[hi..].fill(F::zero());
-                        }
-                        Tap::In(iy) => {
-                            let src = &plane[iy * iw..(iy + 1) * iw];
-                            let xt = &taps[1][ox * kw + kx..];
-                            for (j, cell) in dst.iter_mut().enumerate() {
-                                *cell = match xt[j * kw] {
-                                    Tap::In(ix) => src[ix],
-                                    _ => F::zero(),
-                                };
-                            }
-                        }
-                        _ => dst.fill(F::zero()),
-                    }
-                    filled += run;
-                    ox = 0;
-                    oy += 1;
-                }
+                im2col_2d_row(plane, g, taps, (ky, kx), c0, row);
             }
         }
     }
@@ -375,6 +411,53 @@ impl ConvSetup {
         ((1usize << 18) / self.inner().max(1)).max(256)
     }
 
+    /// Row `r` of the im2col matrix of group `gi` of batch `b` (input channel
+    /// `r / kprod` of the group, tap `r % kprod`), output positions from `p0`
+    /// on, one per cell of `dst`.
+    fn fill_row<F: Num>(&self, x: &[F], b: usize, gi: usize, r: usize, p0: usize, dst: &mut [F]) {
+        let (d, g) = (&self.d, &self.g);
+        let (ci, kk) = (r / d.kprod, r % d.kprod);
+        let plane0 = (b * d.c + gi * (d.c / d.group) + ci) * d.in_plane;
+        let plane = &x[plane0..plane0 + d.in_plane];
+        if g.input.len() == 2 {
+            let kw = g.kernel[1];
+            im2col_2d_row(plane, g, &self.taps, (kk / kw, kk % kw), p0, dst)
+        } else {
+            let k = unravel(kk, &g.kernel);
+            let start = unravel(p0, &g.output);
+            im2col_row(plane, g, &self.taps, &strides_of(&g.input), &k, &start, dst)
+        }
+    }
+
+    /// Whether each output position reads one input position, the same
+    /// (kernel of ones, unit strides, no padding): the input is the im2col
+    /// matrix.
+    fn pointwise(&self) -> bool {
+        let g = &self.g;
+        g.kernel.iter().all(|&k| k == 1)
+            && g.strides.iter().all(|&s| s == 1)
+            && g.pad_begin.iter().chain(&g.pad_end).all(|&p| p == 0)
+    }
+
+    /// The plane geometry of a 2-D convolution with one input and one output
+    /// channel per group (depthwise), which a direct kernel serves best.
+    fn depthwise_plane(&self) -> Option<Plane2d> {
+        let (d, g) = (&self.d, &self.g);
+        if g.input.len() != 2 || d.group != d.c || d.m != d.c {
+            return None;
+        }
+        Some(Plane2d {
+            in_h: g.input[0],
+            in_w: g.input[1],
+            out_h: g.output[0],
+            out_w: g.output[1],
+            kernel: [g.kernel[0], g.kernel[1]],
+            strides: [g.strides[0], g.strides[1]],
+            dilations: [g.dilations[0], g.dilations[1]],
+            pads: [g.pad_begin[0], g.pad_begin[1]],
+        })
+    }
+
     /// Fills the im2col matrix of output positions `c0..c0+nc` of group `gi`
     /// of batch `b`.
     fn fill<F: Num>(&self, x: &[F], b: usize, gi: usize, c0: usize, nc: usize, col: &mut [F]) {
@@ -416,16 +499,44 @@ struct ConvTail<'a> {
     act: Act,
 }
 
-/// The f32 convolution through the packed GEMM, with the tail applied in
-/// the product's epilogue.
+/// The f32 convolution, with the tail applied while each block of output
+/// is still in cache. A depthwise 2-D convolution runs a direct kernel per
+/// channel; the rest go through the packed GEMM, the weights of a group as
+/// A and the im2col matrix as B, packed straight from the input (for a
+/// pointwise convolution, B is the input itself). Both split across the
+/// session's threads: channels for the direct kernel, the packing's panels
+/// and the product's rows for the GEMM.
 fn conv_f32(s: &ConvSetup, xv: &[f32], wv: &[f32], tail: ConvTail) -> OpResult<Vec<f32>> {
     let d = &s.d;
-    let (inner, mg, plane) = (s.inner(), d.m / d.group, d.out_plane);
+    let (inner, mg, cg, plane) = (s.inner(), d.m / d.group, d.c / d.group, d.out_plane);
     let mut out = vec![0.0f32; d.n * d.m * plane];
-    let per = s.chunk().clamp(1, plane.max(1));
-    let mut col = vec![0.0f32; inner * per];
-    let mut packed: Option<PackedB> = None;
+    if plane == 0 {
+        return Ok(out);
+    }
+    if let Some(p) = s.depthwise_plane() {
+        let work: Vec<(usize, &mut [f32])> = out.chunks_mut(plane).enumerate().collect();
+        parallel::for_each(work, |(i, o)| {
+            // output plane i is channel i % m of batch i / m, reading input plane i
+            let ch = i % d.m;
+            let x = &xv[i * d.in_plane..(i + 1) * d.in_plane];
+            depthwise_plane(&p, x, &wv[ch * d.kprod..(ch + 1) * d.kprod], o);
+            if let Some(b) = tail.bias {
+                o.iter_mut().for_each(|v| *v += b[ch]);
+            }
+            if let Some(z) = tail.z {
+                let zp = &z[i * plane..(i + 1) * plane];
+                o.iter_mut().zip(zp).for_each(|(v, &z)| *v += z);
+            }
+            tail.act.apply(o);
+        });
+        return Ok(out);
+    }
+    // output positions per packing: about 8 MiB of packed columns
+    let per = ((1usize << 21) / inner.max(1)).max(256).min(plane);
     let gemm_err = |e: onyx_kernels::GemmError| op_err!("{e}");
+    // the columns' panels, repacked for every chunk
+    let mut pb = PackedB::new(MatRef::row_major(&[], 0, 0).map_err(gemm_err)?);
+    let pointwise = s.pointwise();
     for b in 0..d.n {
         for gi in 0..d.group {
             let o0 = (b * d.m + gi * mg) * plane;
@@ -433,16 +544,14 @@ fn conv_f32(s: &ConvSetup, xv: &[f32], wv: &[f32], tail: ConvTail) -> OpResult<V
             let mut c0 = 0;
             while c0 < plane {
                 let nc = per.min(plane - c0);
-                let cbuf = &mut col[..inner * nc];
-                s.fill(xv, b, gi, c0, nc, cbuf);
-                let cm = MatRef::row_major(cbuf, inner, nc).map_err(gemm_err)?;
-                let pb = match packed.as_mut() {
-                    Some(pb) => {
-                        pb.repack(cm);
-                        pb
-                    }
-                    None => packed.insert(PackedB::new(cm)),
-                };
+                if pointwise {
+                    let x0 = (b * d.c + gi * cg) * d.in_plane + c0;
+                    pb.repack(MatRef::new(&xv[x0..], cg, nc, d.in_plane, 1).map_err(gemm_err)?);
+                } else {
+                    pb.repack_with(inner, nc, |r, j0, dst| {
+                        s.fill_row(xv, b, gi, r, c0 + j0, dst)
+                    });
+                }
                 let addend = match tail.z {
                     Some(z) => {
                         Some(MatRef::new(&z[o0 + c0..], mg, nc, plane, 1).map_err(gemm_err)?)
@@ -455,7 +564,7 @@ fn conv_f32(s: &ConvSetup, xv: &[f32], wv: &[f32], tail: ConvTail) -> OpResult<V
                     addend,
                     act: tail.act,
                 };
-                sgemm(a, pb, &mut out[o0 + c0..], plane, false, &epi).map_err(gemm_err)?;
+                sgemm(a, &pb, &mut out[o0 + c0..], plane, false, &epi).map_err(gemm_err)?;
                 c0 += nc;
             }
         }
@@ -1325,6 +1434,155 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The f32 fast paths (depthwise, pointwise, packed im2col) against the
+    /// plain f64 convolution over shapes, strides, pads, dilations and
+    /// groups, on one thread and on three.
+    #[test]
+    fn fast_paths_match_plain_conv() {
+        // (input shape, weight shape, group, strides, pads, dilations)
+        type Case = (Vec<usize>, Vec<usize>, usize, Vec<i64>, Vec<i64>, Vec<i64>);
+        let cases: Vec<Case> = vec![
+            (
+                vec![1, 8, 9, 7],
+                vec![8, 1, 3, 3],
+                8,
+                vec![1, 1],
+                vec![1; 4],
+                vec![1, 1],
+            ),
+            (
+                vec![2, 6, 10, 9],
+                vec![6, 1, 3, 3],
+                6,
+                vec![2, 2],
+                vec![1, 0, 1, 1],
+                vec![1, 1],
+            ),
+            (
+                vec![1, 4, 8, 8],
+                vec![4, 1, 5, 3],
+                4,
+                vec![1, 2],
+                vec![2; 4],
+                vec![2, 1],
+            ),
+            (
+                vec![2, 12, 5, 6],
+                vec![20, 12, 1, 1],
+                1,
+                vec![1, 1],
+                vec![0; 4],
+                vec![1, 1],
+            ),
+            (
+                vec![1, 12, 5, 6],
+                vec![9, 4, 1, 1],
+                3,
+                vec![1, 1],
+                vec![0; 4],
+                vec![1, 1],
+            ),
+            (
+                vec![1, 6, 9, 9],
+                vec![10, 6, 1, 1],
+                1,
+                vec![2, 2],
+                vec![0; 4],
+                vec![1, 1],
+            ),
+            (
+                vec![1, 5, 11, 13],
+                vec![7, 5, 3, 3],
+                1,
+                vec![1, 1],
+                vec![1; 4],
+                vec![1, 1],
+            ),
+            (
+                vec![2, 4, 12, 10],
+                vec![10, 2, 3, 2],
+                2,
+                vec![2, 1],
+                vec![0, 1, 2, 0],
+                vec![1, 2],
+            ),
+            (
+                vec![1, 8, 6, 6],
+                vec![16, 1, 3, 3],
+                8,
+                vec![1, 1],
+                vec![1; 4],
+                vec![1, 1],
+            ),
+            (
+                vec![1, 3, 40, 30],
+                vec![16, 3, 7, 7],
+                1,
+                vec![2, 2],
+                vec![3; 4],
+                vec![1, 1],
+            ),
+            (
+                vec![2, 4, 17],
+                vec![6, 2, 3],
+                2,
+                vec![2],
+                vec![1, 2],
+                vec![2],
+            ),
+            (
+                vec![1, 2, 4, 5, 6],
+                vec![3, 2, 2, 3, 2],
+                1,
+                vec![1, 2, 1],
+                vec![1, 0, 1, 0, 1, 1],
+                vec![1, 1, 2],
+            ),
+        ];
+        let limits = crate::Limits::default();
+        let rc = RunCtx::detached(&limits);
+        for (i, (xs, ws, group, strides, pads, dil)) in cases.into_iter().enumerate() {
+            let attrs = WindowAttrs {
+                kernel: None,
+                strides: Some(strides),
+                dilations: Some(dil),
+                pads: Some(pads),
+                auto_pad: AutoPad::NotSet,
+                ceil_mode: false,
+            };
+            let xv = values(numel(&xs).unwrap(), i as u64 + 1);
+            let wv = values(numel(&ws).unwrap(), i as u64 + 50);
+            let bias = values(ws[0], i as u64 + 99);
+            let x = Tensor::from_vec(xs.clone(), xv.clone()).unwrap();
+            let w = Tensor::from_vec(ws.clone(), wv.clone()).unwrap();
+            let x64: Vec<f64> = xv.iter().map(|&v| f64::from(v)).collect();
+            let w64: Vec<f64> = wv.iter().map(|&v| f64::from(v)).collect();
+            let b64: Vec<f64> = bias.iter().map(|&v| f64::from(v)).collect();
+            let (want, shape) =
+                conv_run(&rc, &x, &x64, &w, &w64, Some(&b64), group, &attrs).unwrap();
+            let z = values(want.len(), i as u64 + 7);
+            let s = ConvSetup::new(&rc, &x, &w, group, &attrs).unwrap();
+            assert_eq!(s.out_shape(), shape);
+            let tail = ConvTail {
+                bias: Some(&bias),
+                z: Some(&z),
+                act: Act::LeakyRelu(0.5),
+            };
+            let one = conv_f32(&s, &xv, &wv, tail).unwrap();
+            for (j, (g, w)) in one.iter().zip(&want).enumerate() {
+                let w = w + f64::from(z[j]);
+                let w = if w < 0.0 { 0.5 * w } else { w };
+                assert!(
+                    (f64::from(*g) - w).abs() <= 1e-4,
+                    "case {i} [{j}]: {g} vs {w}"
+                );
+            }
+            let three =
+                onyx_kernels::ThreadPool::new(3).run(|| conv_f32(&s, &xv, &wv, tail).unwrap());
+            assert_eq!(three, one, "case {i}: 3 threads");
         }
     }
 
