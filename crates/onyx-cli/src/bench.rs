@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use onyx_core::{NodeTime, Session, SessionOptions};
+use onyx_core::{NodeTime, Session};
 
-use crate::run::random_feeds;
+use crate::run::{random_feeds, session_options};
 
 pub struct BenchArgs {
     pub model: PathBuf,
@@ -45,14 +45,11 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     if args.runs == 0 {
         return Err("--runs must be at least 1".into());
     }
-    if args.threads == 0 {
-        return Err("--threads must be at least 1".into());
-    }
-    onyx_kernels::set_threads(args.threads);
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let start = Instant::now();
     let session =
-        Session::from_file(&args.model, SessionOptions::default()).map_err(|e| e.message)?;
+        Session::from_file(&args.model, session_options(args.threads)).map_err(|e| e.message)?;
+    let threads = session.threads();
     let load_ms = ms(start);
     let feeds = random_feeds(&session, &args.dims)?;
     let once = || -> Result<f64, String> {
@@ -93,13 +90,13 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
             json_string(&args.model.display().to_string()),
             args.runs,
             args.warmup,
-            args.threads
+            threads
         );
     } else {
         println!("model: {}", args.model.display());
         println!(
             "threads {}, runs {}, warmup {}",
-            args.threads, args.runs, args.warmup
+            threads, args.runs, args.warmup
         );
         println!("load {load_ms:.3} ms, first run {first_run_ms:.3} ms");
         println!("median {median:.3} ms, p10 {p10:.3} ms, p90 {p90:.3} ms");

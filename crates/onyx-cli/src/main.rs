@@ -51,13 +51,16 @@ enum Command {
         /// The size of a symbolic dim for random inputs, as NAME=VALUE (default 1).
         #[arg(long = "dim", value_name = "NAME=VALUE")]
         dims: Vec<String>,
+        /// Threads a run may split its operators across (0: one per physical core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
     /// Time a model on random inputs: load, first run, and the median, p10
     /// and p90 of repeated runs.
     Bench {
         model: PathBuf,
-        /// Threads the matrix products may use.
-        #[arg(long, default_value_t = 1)]
+        /// Threads a run may split its operators across (0: one per physical core).
+        #[arg(long, default_value_t = 0)]
         threads: usize,
         /// Timed runs.
         #[arg(long, default_value_t = 20)]
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
             output_dir,
             format,
             dims,
+            threads,
         } => run::run(&run::RunArgs {
             model,
             inputs,
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
             output_dir,
             format,
             dims,
+            threads,
         }),
         Command::Bench {
             model,

@@ -19,6 +19,16 @@ pub struct RunArgs {
     pub output_dir: Option<PathBuf>,
     pub format: OutputFormat,
     pub dims: Vec<String>,
+    /// Threads for the session (0: one per physical core).
+    pub threads: usize,
+}
+
+/// The session options the commands use: defaults, with `threads`.
+pub fn session_options(threads: usize) -> SessionOptions {
+    SessionOptions {
+        threads,
+        ..SessionOptions::default()
+    }
 }
 
 fn split_pair<'a>(arg: &'a str, what: &str) -> Result<(&'a str, &'a str), String> {
@@ -204,7 +214,7 @@ fn write_outputs(
 pub fn run(args: &RunArgs) -> Result<(), String> {
     let load_start = Instant::now();
     let session =
-        Session::from_file(&args.model, SessionOptions::default()).map_err(|e| e.message)?;
+        Session::from_file(&args.model, session_options(args.threads)).map_err(|e| e.message)?;
     let load_time = load_start.elapsed();
     let mut feeds = Vec::new();
     if let Some(dir) = &args.inputs_dir {

@@ -8,6 +8,7 @@ use crate::ir::{import_model_with, Dim, Model, TypeInfo, ValueInfo};
 use crate::ops::Registry;
 use crate::plan::{Plan, Planner};
 use crate::{Error, ErrorKind, Limits, Result};
+use onyx_kernels::ThreadPool;
 
 /// The time one node took in one run.
 #[derive(Clone, Debug)]
@@ -22,6 +23,9 @@ pub struct NodeTime {
 pub struct SessionOptions {
     pub limits: Limits,
     pub load_limits: LoadLimits,
+    /// Threads one run may split an operator's work across: 0 (the default)
+    /// means one per physical core, 1 keeps every run on its caller's thread.
+    pub threads: usize,
 }
 
 /// A model, checked and compiled once, ready to run many times, from many
@@ -30,6 +34,8 @@ pub struct Session {
     model: Model,
     plan: Plan,
     options: SessionOptions,
+    /// The threads this session's runs split their operators across.
+    pool: ThreadPool,
 }
 
 fn invalid_arg(msg: String) -> Error {
@@ -70,6 +76,7 @@ impl Session {
         Ok(Session {
             model,
             plan,
+            pool: ThreadPool::new(options.threads),
             options,
         })
     }
@@ -103,7 +110,8 @@ impl Session {
     /// Runs the model on named inputs; returns the outputs in graph order.
     pub fn run(&self, feeds: Vec<(String, Value)>) -> Result<Vec<Value>> {
         let positional = self.positional_inputs(feeds)?;
-        self.plan.run(positional, None, &self.options.limits)
+        let (plan, limits) = (&self.plan, &self.options.limits);
+        self.pool.run(|| plan.run(positional, None, limits))
     }
 
     /// Runs the model as [`Session::run`] does and also returns the time
@@ -112,9 +120,10 @@ impl Session {
     pub fn run_profiled(&self, feeds: Vec<(String, Value)>) -> Result<(Vec<Value>, Vec<NodeTime>)> {
         let positional = self.positional_inputs(feeds)?;
         let mut times = vec![Duration::ZERO; self.plan.steps.len()];
-        let outputs =
-            self.plan
-                .run_timed(positional, None, &self.options.limits, Some(&mut times))?;
+        let (plan, limits) = (&self.plan, &self.options.limits);
+        let outputs = self
+            .pool
+            .run(|| plan.run_timed(positional, None, limits, Some(&mut times)))?;
         let profile = self
             .plan
             .steps
@@ -166,6 +175,11 @@ impl Session {
             }
         }
         Ok(positional)
+    }
+
+    /// How many threads a run may use.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
     }
 }
 

@@ -24,25 +24,15 @@
 //! against.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-static THREADS: AtomicUsize = AtomicUsize::new(1);
+use crate::parallel;
 
-/// Sets how many threads a large product may split across (1, the default,
-/// runs on the caller's thread only).
-pub fn set_threads(n: usize) {
-    THREADS.store(n.max(1), Ordering::Relaxed);
-}
-
-/// The thread count [`set_threads`] last set.
-pub fn threads() -> usize {
-    THREADS.load(Ordering::Relaxed)
-}
-
-/// Products below this many multiply-adds stay on one thread: spawning
-/// costs tens of microseconds.
-const PARALLEL_MIN_WORK: usize = 1 << 22;
+/// Products below this many multiply-adds stay on the calling thread: waking
+/// the pool costs a few microseconds.
+const PARALLEL_MIN_WORK: usize = 1 << 19;
+/// Packings of fewer values stay on the calling thread.
+const PARALLEL_MIN_PACK: usize = 1 << 15;
 
 /// The instruction set a product runs with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -209,6 +199,19 @@ impl<'a> MatRef<'a> {
         self.cols
     }
 
+    /// Rows `i0..i0+rows` (which must lie inside the view), as a view of their own.
+    fn sub_rows(self, i0: usize, rows: usize) -> Self {
+        MatRef {
+            data: if rows == 0 {
+                &[]
+            } else {
+                &self.data[i0 * self.rs..]
+            },
+            rows,
+            ..self
+        }
+    }
+
     #[inline]
     fn at(&self, i: usize, j: usize) -> f32 {
         self.data[i * self.rs + j * self.cs]
@@ -248,10 +251,31 @@ impl PackedB {
     }
 
     /// Packs `b` in place of the current contents, reusing the memory: for
-    /// an operand that changes every call (a convolution's columns).
+    /// an operand that changes every call.
     pub fn repack(&mut self, b: MatRef) {
+        self.repack_with(b.rows, b.cols, |kk, j0, dst| {
+            if b.cs == 1 {
+                dst.copy_from_slice(&b.data[kk * b.rs + j0..][..dst.len()]);
+            } else {
+                for (c, d) in dst.iter_mut().enumerate() {
+                    *d = b.at(kk, j0 + c);
+                }
+            }
+        })
+    }
+
+    /// Packs a `k x n` matrix that `fill` produces piece by piece, in place
+    /// of the current contents: `fill(kk, j0, dst)` writes the values of row
+    /// `kk`, columns `j0..j0 + dst.len()`. A convolution packs its im2col
+    /// matrix this way, without writing it out first. Panels are filled
+    /// across the running session's threads.
+    pub fn repack_with(
+        &mut self,
+        k: usize,
+        n: usize,
+        fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+    ) {
         let (_, nr) = self.isa.tile();
-        let (k, n) = (b.rows, b.cols);
         let npanels = n.div_ceil(nr);
         let len = npanels * k * nr;
         self.buf.clear();
@@ -261,19 +285,26 @@ impl PackedB {
             _ => 0,
         };
         let panels = &mut self.buf[off..off + len];
-        for p in 0..npanels {
-            let j0 = p * nr;
-            let w = nr.min(n - j0);
-            for kk in 0..k {
-                let dst = &mut panels[(p * k + kk) * nr..][..w];
-                if b.cs == 1 {
-                    dst.copy_from_slice(&b.data[kk * b.rs + j0..][..w]);
-                } else {
-                    for (c, d) in dst.iter_mut().enumerate() {
-                        *d = b.at(kk, j0 + c);
-                    }
+        let fill_panels = |(first, chunk): (usize, &mut [f32])| {
+            for (i, panel) in chunk.chunks_exact_mut(k * nr).enumerate() {
+                let j0 = (first + i) * nr;
+                let w = nr.min(n - j0);
+                for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
+                    fill(kk, j0, &mut row[..w]);
                 }
             }
+        };
+        let threads = parallel::current_threads();
+        if threads > 1 && len >= PARALLEL_MIN_PACK && k > 0 {
+            let per = npanels.div_ceil(threads);
+            let parts: Vec<(usize, &mut [f32])> = panels
+                .chunks_mut(per * k * nr)
+                .enumerate()
+                .map(|(i, c)| (i * per, c))
+                .collect();
+            parallel::for_each(parts, fill_panels);
+        } else if k > 0 {
+            fill_panels((0, panels));
         }
         self.k = k;
         self.n = n;
@@ -307,15 +338,57 @@ pub enum Act {
     None,
     /// `max(x, 0)`, NaN kept.
     Relu,
+    /// `x` when `x >= 0`, else `alpha * x`.
+    LeakyRelu(f32),
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+    Tanh,
+    /// `x` held within `[min, max]`, NaN kept.
+    Clip(f32, f32),
+    /// `alpha * x + beta` held within `[0, 1]`.
+    HardSigmoid(f32, f32),
 }
 
-/// What is added to and applied to the product before it is stored.
+impl Act {
+    /// Applies the activation to every value of `v`.
+    pub fn apply(self, v: &mut [f32]) {
+        match self {
+            Act::None => {}
+            Act::Relu => v.iter_mut().for_each(|x| {
+                if *x < 0.0 {
+                    *x = 0.0
+                }
+            }),
+            Act::LeakyRelu(a) => v.iter_mut().for_each(|x| {
+                if *x < 0.0 {
+                    *x *= a
+                }
+            }),
+            Act::Sigmoid => v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + (-*x).exp())),
+            Act::Tanh => v.iter_mut().for_each(|x| *x = x.tanh()),
+            Act::Clip(lo, hi) => v.iter_mut().for_each(|x| {
+                if *x < lo {
+                    *x = lo
+                }
+                if *x > hi {
+                    *x = hi
+                }
+            }),
+            Act::HardSigmoid(a, b) => v.iter_mut().for_each(|x| *x = (a * *x + b).clamp(0.0, 1.0)),
+        }
+    }
+}
+
+/// What is added to and applied to the product before it is stored, in this
+/// order: biases, the addend, the activation.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Epilogue<'a> {
     /// One value per row of C (a convolution's bias per output channel).
     pub row_bias: Option<&'a [f32]>,
     /// One value per column of C (a linear layer's bias).
     pub col_bias: Option<&'a [f32]>,
+    /// A matrix of C's shape added element by element (a residual input).
+    pub addend: Option<MatRef<'a>>,
     pub act: Act,
 }
 
@@ -334,12 +407,36 @@ impl Epilogue<'_> {
                 ));
             }
         }
+        if let Some(z) = self.addend {
+            if (z.rows, z.cols) != (m, n) {
+                return err(format!(
+                    "the addend is {}x{} for a {m}x{n} result",
+                    z.rows, z.cols
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The epilogue of rows `i0..i0+rows` of C, as for a product of those rows alone.
+    fn rows(&self, i0: usize, rows: usize) -> Self {
+        Epilogue {
+            row_bias: self.row_bias.map(|r| &r[i0..i0 + rows]),
+            addend: self.addend.map(|z| z.sub_rows(i0, rows)),
+            ..*self
+        }
+    }
+
+    fn is_identity(&self) -> bool {
+        self.row_bias.is_none()
+            && self.col_bias.is_none()
+            && self.addend.is_none()
+            && self.act == Act::None
     }
 
     /// Applies the epilogue to rows `i0..i0+rows`, columns `j0..j0+cols` of C.
     fn apply(&self, c: &mut [f32], ldc: usize, i0: usize, rows: usize, j0: usize, cols: usize) {
-        if self.row_bias.is_none() && self.col_bias.is_none() && self.act == Act::None {
+        if self.is_identity() {
             return;
         }
         for i in i0..i0 + rows {
@@ -353,13 +450,17 @@ impl Epilogue<'_> {
                     *x += v;
                 }
             }
-            if self.act == Act::Relu {
-                for x in row.iter_mut() {
-                    if *x < 0.0 {
-                        *x = 0.0;
+            if let Some(z) = self.addend {
+                if z.cs == 1 {
+                    let zr = &z.data[i * z.rs + j0..][..cols];
+                    row.iter_mut().zip(zr).for_each(|(x, &v)| *x += v);
+                } else {
+                    for (j, x) in row.iter_mut().enumerate() {
+                        *x += z.at(i, j0 + j);
                     }
                 }
             }
+            self.act.apply(row);
         }
     }
 }
@@ -426,34 +527,22 @@ pub fn sgemm(
     }
     let (mr, _) = b.isa.tile();
     let work = m.saturating_mul(n).saturating_mul(k);
-    let parts = threads().min(m.div_ceil(mr));
-    if parts > 1 && work >= PARALLEL_MIN_WORK {
-        // each thread takes whole micro-tiles of rows of A and C
-        let per = m.div_ceil(mr).div_ceil(parts) * mr;
-        std::thread::scope(|s| {
-            let mut rest = &mut c[..];
-            let mut i0 = 0;
-            while i0 < m {
-                let rows = per.min(m - i0);
-                let take = if i0 + rows < m {
-                    rows * ldc
-                } else {
-                    rest.len()
-                };
-                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(take);
-                rest = tail;
-                let sub = MatRef {
-                    rows,
-                    data: &a.data[i0 * a.rs..],
-                    ..a
-                };
-                let epi = Epilogue {
-                    row_bias: epi.row_bias.map(|r| &r[i0..i0 + rows]),
-                    ..*epi
-                };
-                s.spawn(move || run_blocks(sub, b, mine, ldc, accumulate, &epi));
-                i0 += rows;
-            }
+    let threads = parallel::current_threads();
+    if threads > 1 && work >= PARALLEL_MIN_WORK && m > mr {
+        // each thread takes a band of whole micro-tiles of rows of A and C:
+        // every row is computed exactly as it would be on one thread
+        let mut parts = Vec::with_capacity(threads);
+        let mut rest = &mut c[..];
+        for r in parallel::split_range(m, mr, threads) {
+            let take = if r.end < m { r.len() * ldc } else { rest.len() };
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(take);
+            rest = tail;
+            parts.push((r, mine));
+        }
+        parallel::for_each(parts, |(r, mine)| {
+            let sub = a.sub_rows(r.start, r.len());
+            let epi = epi.rows(r.start, r.len());
+            run_blocks(sub, b, mine, ldc, accumulate, &epi)
         });
         return Ok(());
     }
@@ -869,17 +958,26 @@ mod tests {
         };
         let rb = values(m, 5);
         let cb = values(n, 6);
+        let zv = values(m * n, 8);
         let epi = match epi_kind {
             0 => Epilogue::default(),
             1 => Epilogue {
                 row_bias: Some(&rb),
                 col_bias: None,
+                addend: None,
                 act: Act::Relu,
             },
-            _ => Epilogue {
+            2 => Epilogue {
                 row_bias: None,
                 col_bias: Some(&cb),
+                addend: None,
                 act: Act::None,
+            },
+            _ => Epilogue {
+                row_bias: Some(&rb),
+                col_bias: None,
+                addend: Some(MatRef::row_major(&zv, m, n).unwrap()),
+                act: Act::Clip(-0.5, 0.7),
             },
         };
         // C has a wider row stride than n, and starts with values, so both
@@ -919,7 +1017,7 @@ mod tests {
                     n,
                     (i + j) % 3 == 0,
                     (i * j) % 2 == 1,
-                    ((i + j) % 3) as u8,
+                    ((i + j) % 4) as u8,
                 );
             }
         }
@@ -935,16 +1033,18 @@ mod tests {
     }
 
     #[test]
-    fn threads_split_rows_and_agree() {
+    fn threads_split_rows_with_the_same_bits() {
         let (m, k, n) = (203, 150, 190);
         let av = values(m * k, 1);
         let bv = values(k * n, 2);
         let rb = values(m, 3);
+        let zv = values(m * n, 4);
         let a = MatRef::row_major(&av, m, k).unwrap();
         let b = MatRef::row_major(&bv, k, n).unwrap();
         let epi = Epilogue {
             row_bias: Some(&rb),
             col_bias: None,
+            addend: Some(MatRef::row_major(&zv, m, n).unwrap()),
             act: Act::Relu,
         };
         let mut want = vec![0.0f32; m * n];
@@ -953,11 +1053,16 @@ mod tests {
         let mut packed = PackedB::new(MatRef::row_major(&av, 7, 9).unwrap());
         packed.repack(b);
         assert_eq!((packed.k(), packed.n()), (k, n));
-        set_threads(3);
-        let mut got = vec![0.0f32; m * n];
-        sgemm(a, &packed, &mut got, n, false, &epi).unwrap();
-        set_threads(1);
-        close(&got, &want, k, "3 threads");
+        let mut one = vec![0.0f32; m * n];
+        sgemm(a, &packed, &mut one, n, false, &epi).unwrap();
+        close(&one, &want, k, "1 thread");
+        for threads in [2, 3] {
+            let pool = crate::ThreadPool::new(threads);
+            let mut got = vec![0.0f32; m * n];
+            pool.run(|| sgemm(a, &packed, &mut got, n, false, &epi).unwrap());
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&one), "{threads} threads");
+        }
     }
 
     #[test]
@@ -967,6 +1072,7 @@ mod tests {
         let epi = Epilogue {
             row_bias: None,
             col_bias: Some(&bias),
+            addend: None,
             act: Act::Relu,
         };
         let a = MatRef::row_major(&[], 2, 0).unwrap();
@@ -1007,12 +1113,39 @@ mod tests {
         let epi = Epilogue {
             row_bias: Some(&rb),
             col_bias: None,
+            addend: None,
             act: Act::Relu,
         };
         let mut c = vec![0.0f32; 4];
         sgemm(a, &PackedB::new(b), &mut c, 2, false, &epi).unwrap();
         assert_eq!(&c[..2], &[0.0, 0.0]);
         assert!(c[2].is_nan() && c[3].is_nan());
+    }
+
+    #[test]
+    fn activations_known_values() {
+        let apply = |act: Act| {
+            let mut v = [-2.0f32, 0.0, 3.0, f32::NAN];
+            act.apply(&mut v);
+            v
+        };
+        let same = |got: [f32; 4], want: [f32; 4]| {
+            for (g, w) in got.iter().zip(&want) {
+                assert!(g == w || (g.is_nan() && w.is_nan()), "{got:?} != {want:?}");
+            }
+        };
+        same(apply(Act::None), [-2.0, 0.0, 3.0, f32::NAN]);
+        same(apply(Act::Relu), [0.0, 0.0, 3.0, f32::NAN]);
+        same(apply(Act::LeakyRelu(0.5)), [-1.0, 0.0, 3.0, f32::NAN]);
+        same(apply(Act::Clip(-1.0, 1.0)), [-1.0, 0.0, 1.0, f32::NAN]);
+        same(
+            apply(Act::HardSigmoid(0.25, 0.75)),
+            [0.25, 0.75, 1.0, f32::NAN],
+        );
+        let s = apply(Act::Sigmoid);
+        assert!((s[0] - 0.119_202_92).abs() < 1e-6 && s[1] == 0.5);
+        let t = apply(Act::Tanh);
+        assert!((t[2] - 0.995_054_8).abs() < 1e-6 && t[1] == 0.0);
     }
 
     #[test]
@@ -1034,9 +1167,17 @@ mod tests {
         let epi = Epilogue {
             row_bias: Some(&short),
             col_bias: None,
+            addend: None,
             act: Act::None,
         };
         assert!(sgemm_unpacked(a, b, &mut c, 2, false, &epi).is_err());
+        let z = MatRef::row_major(&v, 3, 2).unwrap();
+        let epi = Epilogue {
+            addend: Some(z),
+            ..Epilogue::default()
+        };
+        let e = sgemm_unpacked(a, b, &mut c, 2, false, &epi).unwrap_err();
+        assert!(e.0.contains("addend is 3x2"), "{e}");
     }
 
     #[test]

@@ -8,10 +8,13 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod depthwise;
 pub mod gemm;
+pub mod parallel;
 pub mod vmath;
 
+pub use depthwise::{depthwise_plane, Plane2d};
 pub use gemm::{
-    set_threads, sgemm, sgemm_reference, sgemm_unpacked, threads, Act, Epilogue, GemmError, Isa,
-    MatRef, PackedB,
+    sgemm, sgemm_reference, sgemm_unpacked, Act, Epilogue, GemmError, Isa, MatRef, PackedB,
 };
+pub use parallel::ThreadPool;

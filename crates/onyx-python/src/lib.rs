@@ -122,10 +122,16 @@ fn describe(py: Python<'_>, infos: Vec<&ValueInfo>) -> Vec<(String, String, PyOb
 
 #[pymethods]
 impl NativeSession {
-    /// Loads a model from a path (str or os.PathLike) or from `bytes`.
+    /// Loads a model from a path (str or os.PathLike) or from `bytes`; a
+    /// run splits its operators across `threads` threads (0: one per
+    /// physical core).
     #[new]
-    fn new(py: Python<'_>, model: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let options = SessionOptions::default();
+    #[pyo3(signature = (model, threads = 0))]
+    fn new(py: Python<'_>, model: &Bound<'_, PyAny>, threads: usize) -> PyResult<Self> {
+        let options = SessionOptions {
+            threads,
+            ..SessionOptions::default()
+        };
         let session = if let Ok(b) = model.downcast::<PyBytes>() {
             let bytes = b.as_bytes().to_vec();
             py.allow_threads(|| Session::from_bytes(&bytes, options))

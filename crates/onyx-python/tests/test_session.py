@@ -338,6 +338,18 @@ def test_session_options_profiling_and_optimized_model(tmp_path):
         sess.run(None, {"features": x}, ro)
 
 
+def test_intra_op_threads_are_checked():
+    so = onyx.SessionOptions()
+    so.intra_op_num_threads = -1
+    with pytest.raises(onyx.InvalidArgument, match="intra_op_num_threads"):
+        onyx.InferenceSession(MLP, sess_options=so)
+    so.intra_op_num_threads = 3
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_allclose(
+        onyx.InferenceSession(MLP, sess_options=so).run(None, {"features": x})[0], mlp_reference(x), rtol=1e-5
+    )
+
+
 def test_unavailable_provider_warns_and_falls_back():
     with pytest.warns(UserWarning, match="CUDAExecutionProvider"):
         sess = onyx.InferenceSession(MLP, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])

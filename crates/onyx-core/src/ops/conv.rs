@@ -1,11 +1,13 @@
 //! Convolutions: Conv, ConvTranspose, ConvInteger, DeformConv, Col2Im and
 //! CausalConvWithState.
 //!
-//! Everything is computed in f64 through im2col (or col2im for the
-//! transposed forms) and a plain matrix product, then converted back to the
-//! input's element type. The window geometry is shared with pooling. The
-//! f32 Conv product runs through onyx-kernels' packed GEMM; `gemm_acc` stays
-//! as its oracle and for the other types.
+//! The f32 Conv and FusedConv (`conv_f32`) run a direct kernel for depthwise
+//! 2-D convolutions and onyx-kernels' packed GEMM for the rest, the im2col
+//! matrix packed straight into the GEMM's panels. Everything else is computed
+//! in f64 through im2col (or col2im for the transposed forms) and a plain
+//! matrix product (`gemm_acc`), then converted back to the input's element
+//! type; that plain path is also the f32 path's oracle. The window geometry
+//! is shared with pooling.
 
 use onyx_tensor::{numel, strides_of, DType, Tensor, Value};
 
@@ -14,66 +16,15 @@ use super::{
     one, opt_ints_in, opt_tensor_in, tensor_in, BuildCtx, Kernel, OpResult, Registry, RunCtx,
 };
 use crate::op_err;
+use onyx_kernels::{depthwise_plane, parallel, sgemm, Act, Epilogue, MatRef, PackedB, Plane2d};
 
 fn checked_prod(dims: &[usize]) -> OpResult<usize> {
     numel(dims).ok_or_else(|| op_err!("shape {dims:?} is too large"))
 }
 
 /// The element types convolutions compute in.
-pub(crate) trait Num: num_traits::Float + Default + Send + Sync + 'static {
-    /// [`gemm_acc`], through the fastest kernel there is for the type.
-    fn gemm_acc_fast(
-        out: &mut [Self],
-        ostride: usize,
-        w: &[Self],
-        col: &[Self],
-        rows: usize,
-        inner: usize,
-        cols: usize,
-    ) {
-        gemm_acc(out, ostride, w, col, rows, inner, cols)
-    }
-}
-impl Num for f32 {
-    fn gemm_acc_fast(
-        out: &mut [f32],
-        ostride: usize,
-        w: &[f32],
-        col: &[f32],
-        rows: usize,
-        inner: usize,
-        cols: usize,
-    ) {
-        use onyx_kernels::{sgemm, Epilogue, MatRef, PackedB};
-        use std::cell::RefCell;
-        thread_local! {
-            // the columns' panels, reused from chunk to chunk and run to run
-            static SCRATCH: RefCell<Option<PackedB>> = const { RefCell::new(None) };
-        }
-        // packing the columns costs about what a few output rows do: the
-        // plain loop is as good for depthwise and other thin products
-        if rows >= 4 && cols >= 8 {
-            let done = MatRef::row_major(w, rows, inner).and_then(|a| {
-                let b = MatRef::row_major(col, inner, cols)?;
-                SCRATCH.with(|s| {
-                    let mut s = s.borrow_mut();
-                    let pb = match s.as_mut() {
-                        Some(pb) => {
-                            pb.repack(b);
-                            pb
-                        }
-                        None => s.insert(PackedB::new(b)),
-                    };
-                    sgemm(a, pb, out, ostride, true, &Epilogue::default())
-                })
-            });
-            if done.is_ok() {
-                return;
-            }
-        }
-        gemm_acc(out, ostride, w, col, rows, inner, cols)
-    }
-}
+pub(crate) trait Num: num_traits::Float + Default + Send + Sync + 'static {}
+impl Num for f32 {}
 impl Num for f64 {}
 
 /// `out[m][p] += sum_r w[m][r] * col[r][p]` for an `rows x inner` by
@@ -213,12 +164,50 @@ fn conv_with_cols<F: Num>(
                 let nc = per.min(d.out_plane - c0);
                 let cbuf = &mut col[..inner * nc];
                 fill(b, gi, c0, nc, cbuf);
-                F::gemm_acc_fast(&mut out[o0 + c0..], d.out_plane, wg, cbuf, mg, inner, nc);
+                gemm_acc(&mut out[o0 + c0..], d.out_plane, wg, cbuf, mg, inner, nc);
                 c0 += nc;
             }
         }
     }
     out
+}
+
+/// Index of each dim of flat position `flat` in a row-major grid of `dims`.
+fn unravel(mut flat: usize, dims: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0usize; dims.len()];
+    for i in (0..dims.len()).rev() {
+        idx[i] = flat % dims[i].max(1);
+        flat /= dims[i].max(1);
+    }
+    idx
+}
+
+/// One row of the im2col matrix, any number of spatial dims: the input
+/// `plane` (one channel) read at kernel tap `k` for output positions from
+/// `start` on, one per cell of `row`; padding reads as zero.
+fn im2col_row<F: Num>(
+    plane: &[F],
+    g: &Geometry,
+    taps: &[Vec<Tap>],
+    in_strides: &[usize],
+    k: &[usize],
+    start: &[usize],
+    row: &mut [F],
+) {
+    let nd = g.input.len();
+    let mut o = start.to_vec();
+    for cell in row.iter_mut() {
+        let mut off = 0;
+        let mut inside = true;
+        for i in 0..nd {
+            match taps[i][o[i] * g.kernel[i] + k[i]] {
+                Tap::In(q) => off += q * in_strides[i],
+                _ => inside = false,
+            }
+        }
+        *cell = if inside { plane[off] } else { F::zero() };
+        next_index(&mut o, &g.output);
+    }
 }
 
 /// Plain im2col of output positions `c0..c0+nc` for the channels of group
@@ -235,43 +224,77 @@ fn im2col<F: Num>(
     nc: usize,
     col: &mut [F],
 ) {
-    let nd = g.input.len();
     let cg = d.c / d.group;
     let in_strides = strides_of(&g.input);
-    let mut k = vec![0usize; nd];
-    let mut o = vec![0usize; nd];
-    let mut start = vec![0usize; nd];
-    let mut rem = c0;
-    for i in (0..nd).rev() {
-        start[i] = rem % g.output[i].max(1);
-        rem /= g.output[i].max(1);
-    }
+    let start = unravel(c0, &g.output);
+    let mut k = vec![0usize; g.input.len()];
     for ci in 0..cg {
         let plane0 = (b * d.c + gi * cg + ci) * d.in_plane;
         let plane = &x[plane0..plane0 + d.in_plane];
         k.iter_mut().for_each(|v| *v = 0);
         for kk in 0..d.kprod {
             let row = &mut col[(ci * d.kprod + kk) * nc..][..nc];
-            o.copy_from_slice(&start);
-            for cell in row.iter_mut() {
-                let mut off = 0;
-                let mut inside = true;
-                for i in 0..nd {
-                    match taps[i][o[i] * g.kernel[i] + k[i]] {
-                        Tap::In(q) => off += q * in_strides[i],
-                        _ => inside = false,
-                    }
-                }
-                *cell = if inside { plane[off] } else { F::zero() };
-                next_index(&mut o, &g.output);
-            }
+            im2col_row(plane, g, taps, &in_strides, &k, &start, row);
             next_index(&mut k, &g.kernel);
         }
     }
 }
 
-/// [`im2col`] for two spatial dims: whole runs of an output row at a time,
-/// a row of input read directly, and rows in the padding zero-filled.
+/// [`im2col_row`] for two spatial dims and tap (`ky`, `kx`), output
+/// positions from `p0` on: whole runs of an output row at a time, a row of
+/// input read directly, and rows in the padding zero-filled.
+fn im2col_2d_row<F: Num>(
+    plane: &[F],
+    g: &Geometry,
+    taps: &[Vec<Tap>],
+    (ky, kx): (usize, usize),
+    p0: usize,
+    row: &mut [F],
+) {
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let ow = g.output[1].max(1);
+    let iw = g.input[1];
+    let unit_stride = g.strides[1] == 1;
+    let base = (kx * g.dilations[1]) as i64 - g.pad_begin[1] as i64;
+    let nc = row.len();
+    let (mut oy, mut ox) = (p0 / ow, p0 % ow);
+    let mut filled = 0;
+    while filled < nc {
+        let run = (ow - ox).min(nc - filled);
+        let dst = &mut row[filled..filled + run];
+        match taps[0][oy * kh + ky] {
+            Tap::In(iy) if unit_stride => {
+                // input columns ox + j + base, for those inside the row
+                let src = &plane[iy * iw..(iy + 1) * iw];
+                let first = ox as i64 + base;
+                let lo = (-first).clamp(0, run as i64) as usize;
+                let hi = (iw as i64 - first).clamp(lo as i64, run as i64) as usize;
+                dst[..lo].fill(F::zero());
+                if hi > lo {
+                    let s0 = (first + lo as i64) as usize;
+                    dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                }
+                dst[hi..].fill(F::zero());
+            }
+            Tap::In(iy) => {
+                let src = &plane[iy * iw..(iy + 1) * iw];
+                let xt = &taps[1][ox * kw + kx..];
+                for (j, cell) in dst.iter_mut().enumerate() {
+                    *cell = match xt[j * kw] {
+                        Tap::In(ix) => src[ix],
+                        _ => F::zero(),
+                    };
+                }
+            }
+            _ => dst.fill(F::zero()),
+        }
+        filled += run;
+        ox = 0;
+        oy += 1;
+    }
+}
+
+/// [`im2col`] for two spatial dims, through [`im2col_2d_row`].
 #[allow(clippy::too_many_arguments)]
 fn im2col_2d<F: Num>(
     x: &[F],
@@ -286,51 +309,13 @@ fn im2col_2d<F: Num>(
 ) {
     let cg = d.c / d.group;
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
-    let ow = g.output[1].max(1);
-    let iw = g.input[1];
-    let unit_stride = g.strides[1] == 1;
     for ci in 0..cg {
         let plane0 = (b * d.c + gi * cg + ci) * d.in_plane;
         let plane = &x[plane0..plane0 + d.in_plane];
         for ky in 0..kh {
             for kx in 0..kw {
-                let base = (kx * g.dilations[1]) as i64 - g.pad_begin[1] as i64;
                 let row = &mut col[((ci * kh + ky) * kw + kx) * nc..][..nc];
-                let (mut oy, mut ox) = (c0 / ow, c0 % ow);
-                let mut filled = 0;
-                while filled < nc {
-                    let run = (ow - ox).min(nc - filled);
-                    let dst = &mut row[filled..filled + run];
-                    match taps[0][oy * kh + ky] {
-                        Tap::In(iy) if unit_stride => {
-                            // input columns ox + j + base, for those inside the row
-                            let src = &plane[iy * iw..(iy + 1) * iw];
-                            let first = ox as i64 + base;
-                            let lo = (-first).clamp(0, run as i64) as usize;
-                            let hi = (iw as i64 - first).clamp(lo as i64, run as i64) as usize;
-                            dst[..lo].fill(F::zero());
-                            if hi > lo {
-                                let s0 = (first + lo as i64) as usize;
-                                dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
-                            }
-                            dst[hi..].fill(F::zero());
-                        }
-                        Tap::In(iy) => {
-                            let src = &plane[iy * iw..(iy + 1) * iw];
-                            let xt = &taps[1][ox * kw + kx..];
-                            for (j, cell) in dst.iter_mut().enumerate() {
-                                *cell = match xt[j * kw] {
-                                    Tap::In(ix) => src[ix],
-                                    _ => F::zero(),
-                                };
-                            }
-                        }
-                        _ => dst.fill(F::zero()),
-                    }
-                    filled += run;
-                    ox = 0;
-                    oy += 1;
-                }
+                im2col_2d_row(plane, g, taps, (ky, kx), c0, row);
             }
         }
     }
@@ -386,7 +371,107 @@ fn bias_in(inputs: &[Option<&Value>], i: usize, m: usize) -> OpResult<Option<Vec
     }
 }
 
-/// Convolution of `F` data; returns the output values and shape.
+/// A convolution's geometry and shapes, checked once per run.
+struct ConvSetup {
+    g: Geometry,
+    d: ConvDims,
+    taps: Vec<Vec<Tap>>,
+}
+
+impl ConvSetup {
+    fn new(
+        rc: &RunCtx,
+        x: &Tensor,
+        w: &Tensor,
+        group: usize,
+        attrs: &WindowAttrs,
+    ) -> OpResult<ConvSetup> {
+        let kernel = weight_kernel(x, w)?;
+        check_kernel_attr(&attrs.kernel, &kernel)?;
+        let g = attrs.geometry(&x.shape()[2..], Some(&kernel))?;
+        let d = conv_dims(rc, x, w, group, &g)?;
+        rc.check_alloc(g.tap_count()?, 16)?;
+        let taps = g.taps();
+        Ok(ConvSetup { g, d, taps })
+    }
+
+    fn out_shape(&self) -> Vec<usize> {
+        let mut shape = vec![self.d.n, self.d.m];
+        shape.extend_from_slice(&self.g.output);
+        shape
+    }
+
+    /// Rows of the im2col matrix of one group.
+    fn inner(&self) -> usize {
+        (self.d.c / self.d.group) * self.d.kprod
+    }
+
+    /// Output positions per im2col chunk: about 1 MiB of f32 columns.
+    fn chunk(&self) -> usize {
+        ((1usize << 18) / self.inner().max(1)).max(256)
+    }
+
+    /// Row `r` of the im2col matrix of group `gi` of batch `b` (input channel
+    /// `r / kprod` of the group, tap `r % kprod`), output positions from `p0`
+    /// on, one per cell of `dst`.
+    fn fill_row<F: Num>(&self, x: &[F], b: usize, gi: usize, r: usize, p0: usize, dst: &mut [F]) {
+        let (d, g) = (&self.d, &self.g);
+        let (ci, kk) = (r / d.kprod, r % d.kprod);
+        let plane0 = (b * d.c + gi * (d.c / d.group) + ci) * d.in_plane;
+        let plane = &x[plane0..plane0 + d.in_plane];
+        if g.input.len() == 2 {
+            let kw = g.kernel[1];
+            im2col_2d_row(plane, g, &self.taps, (kk / kw, kk % kw), p0, dst)
+        } else {
+            let k = unravel(kk, &g.kernel);
+            let start = unravel(p0, &g.output);
+            im2col_row(plane, g, &self.taps, &strides_of(&g.input), &k, &start, dst)
+        }
+    }
+
+    /// Whether each output position reads one input position, the same
+    /// (kernel of ones, unit strides, no padding): the input is the im2col
+    /// matrix.
+    fn pointwise(&self) -> bool {
+        let g = &self.g;
+        g.kernel.iter().all(|&k| k == 1)
+            && g.strides.iter().all(|&s| s == 1)
+            && g.pad_begin.iter().chain(&g.pad_end).all(|&p| p == 0)
+    }
+
+    /// The plane geometry of a 2-D convolution with one input and one output
+    /// channel per group (depthwise), which a direct kernel serves best.
+    fn depthwise_plane(&self) -> Option<Plane2d> {
+        let (d, g) = (&self.d, &self.g);
+        if g.input.len() != 2 || d.group != d.c || d.m != d.c {
+            return None;
+        }
+        Some(Plane2d {
+            in_h: g.input[0],
+            in_w: g.input[1],
+            out_h: g.output[0],
+            out_w: g.output[1],
+            kernel: [g.kernel[0], g.kernel[1]],
+            strides: [g.strides[0], g.strides[1]],
+            dilations: [g.dilations[0], g.dilations[1]],
+            pads: [g.pad_begin[0], g.pad_begin[1]],
+        })
+    }
+
+    /// Fills the im2col matrix of output positions `c0..c0+nc` of group `gi`
+    /// of batch `b`.
+    fn fill<F: Num>(&self, x: &[F], b: usize, gi: usize, c0: usize, nc: usize, col: &mut [F]) {
+        let (d, g, taps) = (&self.d, &self.g, &self.taps);
+        if g.input.len() == 2 {
+            im2col_2d(x, d, g, taps, b, gi, c0, nc, col)
+        } else {
+            im2col(x, d, g, taps, b, gi, c0, nc, col)
+        }
+    }
+}
+
+/// Convolution of `F` data through plain loops; returns the output values
+/// and shape. The oracle for the f32 fast path, and the path of other types.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_run<F: Num>(
     rc: &RunCtx,
@@ -398,65 +483,214 @@ pub(crate) fn conv_run<F: Num>(
     group: usize,
     attrs: &WindowAttrs,
 ) -> OpResult<(Vec<F>, Vec<usize>)> {
-    let kernel = weight_kernel(x, w)?;
-    check_kernel_attr(&attrs.kernel, &kernel)?;
-    let g = attrs.geometry(&x.shape()[2..], Some(&kernel))?;
-    let d = conv_dims(rc, x, w, group, &g)?;
-    rc.check_alloc(g.tap_count()?, 16)?;
-    let taps = g.taps();
-    let inner = (d.c / d.group) * d.kprod;
-    let chunk = ((1usize << 18) / inner.max(1)).max(256);
-    let out = conv_with_cols(&d, wv, bias, chunk, |b, gi, c0, nc, col| {
-        if g.input.len() == 2 {
-            im2col_2d(xv, &d, &g, &taps, b, gi, c0, nc, col)
-        } else {
-            im2col(xv, &d, &g, &taps, b, gi, c0, nc, col)
-        }
+    let s = ConvSetup::new(rc, x, w, group, attrs)?;
+    let out = conv_with_cols(&s.d, wv, bias, s.chunk(), |b, gi, c0, nc, col| {
+        s.fill(xv, b, gi, c0, nc, col)
     });
-    let mut shape = vec![d.n, d.m];
-    shape.extend_from_slice(&g.output);
-    Ok((out, shape))
+    Ok((out, s.out_shape()))
 }
 
-fn build_conv(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+/// What is applied after an f32 convolution: its bias, an addend of the
+/// output's shape, then an activation.
+#[derive(Clone, Copy, Default)]
+struct ConvTail<'a> {
+    bias: Option<&'a [f32]>,
+    z: Option<&'a [f32]>,
+    act: Act,
+}
+
+/// The f32 convolution, with the tail applied while each block of output
+/// is still in cache. A depthwise 2-D convolution runs a direct kernel per
+/// channel; the rest go through the packed GEMM, the weights of a group as
+/// A and the im2col matrix as B, packed straight from the input (for a
+/// pointwise convolution, B is the input itself). Both split across the
+/// session's threads: channels for the direct kernel, the packing's panels
+/// and the product's rows for the GEMM.
+fn conv_f32(s: &ConvSetup, xv: &[f32], wv: &[f32], tail: ConvTail) -> OpResult<Vec<f32>> {
+    let d = &s.d;
+    let (inner, mg, cg, plane) = (s.inner(), d.m / d.group, d.c / d.group, d.out_plane);
+    let mut out = vec![0.0f32; d.n * d.m * plane];
+    if plane == 0 {
+        return Ok(out);
+    }
+    if let Some(p) = s.depthwise_plane() {
+        let work: Vec<(usize, &mut [f32])> = out.chunks_mut(plane).enumerate().collect();
+        parallel::for_each(work, |(i, o)| {
+            // output plane i is channel i % m of batch i / m, reading input plane i
+            let ch = i % d.m;
+            let x = &xv[i * d.in_plane..(i + 1) * d.in_plane];
+            depthwise_plane(&p, x, &wv[ch * d.kprod..(ch + 1) * d.kprod], o);
+            if let Some(b) = tail.bias {
+                o.iter_mut().for_each(|v| *v += b[ch]);
+            }
+            if let Some(z) = tail.z {
+                let zp = &z[i * plane..(i + 1) * plane];
+                o.iter_mut().zip(zp).for_each(|(v, &z)| *v += z);
+            }
+            tail.act.apply(o);
+        });
+        return Ok(out);
+    }
+    // output positions per packing: about 8 MiB of packed columns
+    let per = ((1usize << 21) / inner.max(1)).max(256).min(plane);
+    let gemm_err = |e: onyx_kernels::GemmError| op_err!("{e}");
+    // the columns' panels, repacked for every chunk
+    let mut pb = PackedB::new(MatRef::row_major(&[], 0, 0).map_err(gemm_err)?);
+    let pointwise = s.pointwise();
+    for b in 0..d.n {
+        for gi in 0..d.group {
+            let o0 = (b * d.m + gi * mg) * plane;
+            let a = MatRef::row_major(&wv[gi * mg * inner..], mg, inner).map_err(gemm_err)?;
+            let mut c0 = 0;
+            while c0 < plane {
+                let nc = per.min(plane - c0);
+                if pointwise {
+                    let x0 = (b * d.c + gi * cg) * d.in_plane + c0;
+                    pb.repack(MatRef::new(&xv[x0..], cg, nc, d.in_plane, 1).map_err(gemm_err)?);
+                } else {
+                    pb.repack_with(inner, nc, |r, j0, dst| {
+                        s.fill_row(xv, b, gi, r, c0 + j0, dst)
+                    });
+                }
+                let addend = match tail.z {
+                    Some(z) => {
+                        Some(MatRef::new(&z[o0 + c0..], mg, nc, plane, 1).map_err(gemm_err)?)
+                    }
+                    None => None,
+                };
+                let epi = Epilogue {
+                    row_bias: tail.bias.map(|v| &v[gi * mg..(gi + 1) * mg]),
+                    col_bias: None,
+                    addend,
+                    act: tail.act,
+                };
+                sgemm(a, &pb, &mut out[o0 + c0..], plane, false, &epi).map_err(gemm_err)?;
+                c0 += nc;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What FusedConv applies after the convolution, its bias and the addend Z.
+fn fused_activation(ctx: &BuildCtx) -> OpResult<Act> {
+    let name = ctx.node.attr_string("activation")?.unwrap_or_default();
+    let params = ctx
+        .node
+        .attr_floats("activation_params")?
+        .unwrap_or_default();
+    let want = |n: usize, defaults: &[f32]| -> OpResult<Vec<f32>> {
+        match params.len() {
+            0 => Ok(defaults.to_vec()),
+            k if k == n => Ok(params.clone()),
+            k => Err(op_err!(
+                "activation '{name}' takes {n} activation_params but {k} are given"
+            )),
+        }
+    };
+    Ok(match name.as_str() {
+        "" | "Relu" | "Sigmoid" | "Tanh" => {
+            want(0, &[])?;
+            match name.as_str() {
+                "Relu" => Act::Relu,
+                "Sigmoid" => Act::Sigmoid,
+                "Tanh" => Act::Tanh,
+                _ => Act::None,
+            }
+        }
+        "LeakyRelu" => Act::LeakyRelu(want(1, &[0.01])?[0]),
+        "Clip" => {
+            let p = want(2, &[f32::NEG_INFINITY, f32::INFINITY])?;
+            Act::Clip(p[0], p[1])
+        }
+        "HardSigmoid" => {
+            let p = want(2, &[0.2, 0.5])?;
+            Act::HardSigmoid(p[0], p[1])
+        }
+        other => return Err(op_err!("unknown activation '{other}'")),
+    })
+}
+
+/// The activation in f64, for element types other than f32.
+fn act_f64(act: Act, x: f64) -> f64 {
+    match act {
+        Act::None => x,
+        Act::Relu if x < 0.0 => 0.0,
+        Act::LeakyRelu(a) if x < 0.0 => f64::from(a) * x,
+        Act::Relu | Act::LeakyRelu(_) => x,
+        Act::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        Act::Tanh => x.tanh(),
+        Act::Clip(lo, _) if x < f64::from(lo) => f64::from(lo),
+        Act::Clip(_, hi) if x > f64::from(hi) => f64::from(hi),
+        Act::Clip(..) => x,
+        Act::HardSigmoid(a, b) => (f64::from(a) * x + f64::from(b)).clamp(0.0, 1.0),
+    }
+}
+
+/// Conv, and FusedConv (`fused`): Conv's inputs plus an optional addend Z of
+/// the output's shape, and an activation.
+fn build_conv_op(ctx: &BuildCtx, fused: bool) -> OpResult<Box<dyn Kernel>> {
     let attrs = WindowAttrs::read(ctx)?;
     let group = group_attr(ctx)?;
+    let act = if fused {
+        fused_activation(ctx)?
+    } else {
+        Act::None
+    };
+    let op = if fused { "FusedConv" } else { "Conv" };
     Ok(Box::new(move |rc: &RunCtx, inputs: &[Option<&Value>]| {
         let x = tensor_in(inputs, 0)?;
         let w = tensor_in(inputs, 1)?;
         if !x.dtype().is_float() || w.dtype() != x.dtype() {
             return Err(op_err!(
-                "Conv needs float inputs of one type but got {} and {}",
+                "{op} needs float inputs of one type but got {} and {}",
                 x.dtype(),
                 w.dtype()
             ));
         }
         let m = w.shape().first().copied().unwrap_or(0);
         let bias = bias_in(inputs, 2, m)?;
+        let z = if fused {
+            opt_tensor_in(inputs, 3)?
+        } else {
+            None
+        };
+        let s = ConvSetup::new(rc, x, w, group, &attrs)?;
+        let shape = s.out_shape();
+        if let Some(z) = z {
+            if z.shape() != shape.as_slice() || z.dtype() != x.dtype() {
+                return Err(op_err!(
+                    "Z is {} of shape {:?} but the output is {} of shape {shape:?}",
+                    z.dtype(),
+                    z.shape(),
+                    x.dtype()
+                ));
+            }
+        }
         if x.dtype() == DType::Float {
-            let bias32: Option<Vec<f32>> = bias.map(|b| b.iter().map(|&v| v as f32).collect());
-            let (out, shape) = conv_run(
-                rc,
-                x,
-                x.as_slice::<f32>()?,
-                w,
-                w.as_slice::<f32>()?,
-                bias32.as_deref(),
-                group,
-                &attrs,
-            )?;
+            let bias: Option<Vec<f32>> = bias.map(|b| b.iter().map(|&v| v as f32).collect());
+            let tail = ConvTail {
+                bias: bias.as_deref(),
+                z: z.map(|z| z.as_slice::<f32>()).transpose()?,
+                act,
+            };
+            let out = conv_f32(&s, x.as_slice::<f32>()?, w.as_slice::<f32>()?, tail)?;
             return one(Tensor::from_vec(shape, out)?);
         }
-        let (out, shape) = conv_run(
-            rc,
-            x,
-            &x.to_f64_vec()?,
-            w,
-            &w.to_f64_vec()?,
+        let (xv, wv) = (x.to_f64_vec()?, w.to_f64_vec()?);
+        let mut out = conv_with_cols(
+            &s.d,
+            &wv,
             bias.as_deref(),
-            group,
-            &attrs,
-        )?;
+            s.chunk(),
+            |b, gi, c0, nc, col| s.fill(&xv, b, gi, c0, nc, col),
+        );
+        if let Some(z) = z {
+            for (o, zv) in out.iter_mut().zip(z.to_f64_vec()?) {
+                *o += zv;
+            }
+        }
+        out.iter_mut().for_each(|o| *o = act_f64(act, *o));
         one(from_f64(x.dtype(), shape, out)?)
     }))
 }
@@ -1024,7 +1258,8 @@ fn round_to(dtype: DType, v: f64) -> f64 {
 }
 
 pub fn register(r: &mut Registry) {
-    r.add("", "Conv", build_conv);
+    r.add("", "Conv", |ctx| build_conv_op(ctx, false));
+    r.add("com.onyx", "FusedConv", |ctx| build_conv_op(ctx, true));
     r.add("", "ConvInteger", build_conv_integer);
     r.add("", "ConvTranspose", build_conv_transpose);
     r.add("", "Col2Im", build_col2im);
@@ -1034,21 +1269,405 @@ pub fn register(r: &mut Registry) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::ir::{Attr, Graph, Model, Node, ValueInfo};
+    use crate::{Session, SessionOptions};
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn attr_node(
+        op: &str,
+        domain: &str,
+        ins: &[&str],
+        outs: &[&str],
+        attrs: Vec<(&str, Attr)>,
+    ) -> Node {
+        Node {
+            name: String::new(),
+            op_type: op.into(),
+            domain: domain.into(),
+            inputs: ins.iter().map(|s| s.to_string()).collect(),
+            outputs: outs.iter().map(|s| s.to_string()).collect(),
+            attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        }
+    }
+
+    /// Runs a graph of `nodes` over the inputs x, w, b, z, returning output `y`.
+    fn run_graph(nodes: Vec<Node>, feeds: &[(&str, Tensor)]) -> Tensor {
+        run_graph_on(nodes, feeds, 1)
+    }
+
+    fn run_graph_on(nodes: Vec<Node>, feeds: &[(&str, Tensor)], threads: usize) -> Tensor {
+        let vi = |n: &str| ValueInfo {
+            name: n.into(),
+            ty: None,
+        };
+        let graph = Graph {
+            nodes,
+            inputs: feeds.iter().map(|(n, _)| vi(n)).collect(),
+            outputs: vec![vi("y")],
+            ..Graph::default()
+        };
+        let model = Model {
+            opsets: BTreeMap::from([(String::new(), 17), ("com.onyx".to_string(), 1)]),
+            graph,
+            ..Model::default()
+        };
+        let options = SessionOptions {
+            threads,
+            ..SessionOptions::default()
+        };
+        let s = Session::from_model(model, options).unwrap();
+        let feeds = feeds
+            .iter()
+            .map(|(n, t)| (n.to_string(), Value::from(t.clone())))
+            .collect();
+        let out = s.run(feeds).unwrap();
+        out[0].as_tensor().unwrap().clone()
+    }
+
+    fn conv_attrs() -> Vec<(&'static str, Attr)> {
+        vec![
+            ("group", Attr::Int(2)),
+            ("strides", Attr::Ints(vec![2, 1])),
+            ("pads", Attr::Ints(vec![1, 0, 1, 2])),
+        ]
+    }
+
+    /// FusedConv against Conv, Add and the activation as separate nodes, in
+    /// f32 (the GEMM epilogue) and f64 (the plain path).
+    #[test]
+    fn fused_conv_matches_conv_add_activation() {
+        // activation, its activation_params, the standalone operator's attributes
+        type ActCase<'a> = (&'a str, Vec<f32>, Vec<(&'a str, Attr)>);
+        let acts: [ActCase; 8] = [
+            ("", vec![], vec![]),
+            ("Relu", vec![], vec![]),
+            ("Sigmoid", vec![], vec![]),
+            ("Tanh", vec![], vec![]),
+            ("LeakyRelu", vec![0.3], vec![("alpha", Attr::Float(0.3))]),
+            ("LeakyRelu", vec![], vec![]),
+            (
+                "HardSigmoid",
+                vec![0.4, 0.6],
+                vec![("alpha", Attr::Float(0.4)), ("beta", Attr::Float(0.6))],
+            ),
+            ("Clip", vec![-0.2, 0.5], vec![]),
+        ];
+        let (xs, ws) = (vec![2, 4, 7, 6], vec![6, 2, 3, 3]);
+        let ys = vec![2, 6, 4, 6];
+        let x = values(numel(&xs).unwrap(), 1);
+        let w = values(numel(&ws).unwrap(), 2);
+        let b = values(6, 3);
+        let z = values(numel(&ys).unwrap(), 4);
+        for double in [false, true] {
+            let t = |shape: &[usize], v: &[f32]| {
+                if double {
+                    let v: Vec<f64> = v.iter().map(|&x| f64::from(x)).collect();
+                    Tensor::from_vec(shape.to_vec(), v).unwrap()
+                } else {
+                    Tensor::from_vec(shape.to_vec(), v.to_vec()).unwrap()
+                }
+            };
+            for with_z in [false, true] {
+                for (act, params, act_attrs) in &acts {
+                    let mut feeds = vec![("x", t(&xs, &x)), ("w", t(&ws, &w)), ("b", t(&[6], &b))];
+                    let mut fused_attrs = conv_attrs();
+                    fused_attrs.push(("activation", Attr::String(act.to_string())));
+                    fused_attrs.push(("activation_params", Attr::Floats(params.clone())));
+                    let mut fused_in = vec!["x", "w", "b"];
+                    let mut plain = vec![attr_node(
+                        "Conv",
+                        "",
+                        &["x", "w", "b"],
+                        &["c"],
+                        conv_attrs(),
+                    )];
+                    let mut last = "c";
+                    if with_z {
+                        feeds.push(("z", t(&ys, &z)));
+                        fused_in.push("z");
+                        plain.push(attr_node("Add", "", &["c", "z"], &["s"], vec![]));
+                        last = "s";
+                    }
+                    let clip_bounds = match *act {
+                        "Clip" => {
+                            feeds.push(("lo", t(&[], &[-0.2])));
+                            feeds.push(("hi", t(&[], &[0.5])));
+                            vec![last, "lo", "hi"]
+                        }
+                        _ => vec![last],
+                    };
+                    plain.push(match *act {
+                        "" => attr_node("Identity", "", &[last], &["y"], vec![]),
+                        op => attr_node(op, "", &clip_bounds, &["y"], act_attrs.clone()),
+                    });
+                    let fused = vec![attr_node(
+                        "FusedConv",
+                        "com.onyx",
+                        &fused_in,
+                        &["y"],
+                        fused_attrs,
+                    )];
+                    let want = run_graph(plain, &feeds).to_f64_vec().unwrap();
+                    let got = run_graph(fused, &feeds);
+                    assert_eq!(got.shape(), ys.as_slice());
+                    let got = got.to_f64_vec().unwrap();
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-5,
+                            "{act} z={with_z} f64={double} [{i}]: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The f32 fast paths (depthwise, pointwise, packed im2col) against the
+    /// plain f64 convolution over shapes, strides, pads, dilations and
+    /// groups, on one thread and on three.
+    #[test]
+    fn fast_paths_match_plain_conv() {
+        // (input shape, weight shape, group, strides, pads, dilations)
+        type Case = (Vec<usize>, Vec<usize>, usize, Vec<i64>, Vec<i64>, Vec<i64>);
+        let cases: Vec<Case> = vec![
+            (
+                vec![1, 8, 9, 7],
+                vec![8, 1, 3, 3],
+                8,
+                vec![1, 1],
+                vec![1; 4],
+                vec![1, 1],
+            ),
+            (
+                vec![2, 6, 10, 9],
+                vec![6, 1, 3, 3],
+                6,
+                vec![2, 2],
+                vec![1, 0, 1, 1],
+                vec![1, 1],
+            ),
+            (
+                vec![1, 4, 8, 8],
+                vec![4, 1, 5, 3],
+                4,
+                vec![1, 2],
+                vec![2; 4],
+                vec![2, 1],
+            ),
+            (
+                vec![2, 12, 5, 6],
+                vec![20, 12, 1, 1],
+                1,
+                vec![1, 1],
+                vec![0; 4],
+                vec![1, 1],
+            ),
+            (
+                vec![1, 12, 5, 6],
+                vec![9, 4, 1, 1],
+                3,
+                vec![1, 1],
+                vec![0; 4],
+                vec![1, 1],
+            ),
+            (
+                vec![1, 6, 9, 9],
+                vec![10, 6, 1, 1],
+                1,
+                vec![2, 2],
+                vec![0; 4],
+                vec![1, 1],
+            ),
+            (
+                vec![1, 5, 11, 13],
+                vec![7, 5, 3, 3],
+                1,
+                vec![1, 1],
+                vec![1; 4],
+                vec![1, 1],
+            ),
+            (
+                vec![2, 4, 12, 10],
+                vec![10, 2, 3, 2],
+                2,
+                vec![2, 1],
+                vec![0, 1, 2, 0],
+                vec![1, 2],
+            ),
+            (
+                vec![1, 8, 6, 6],
+                vec![16, 1, 3, 3],
+                8,
+                vec![1, 1],
+                vec![1; 4],
+                vec![1, 1],
+            ),
+            (
+                vec![1, 3, 40, 30],
+                vec![16, 3, 7, 7],
+                1,
+                vec![2, 2],
+                vec![3; 4],
+                vec![1, 1],
+            ),
+            (
+                vec![2, 4, 17],
+                vec![6, 2, 3],
+                2,
+                vec![2],
+                vec![1, 2],
+                vec![2],
+            ),
+            (
+                vec![1, 2, 4, 5, 6],
+                vec![3, 2, 2, 3, 2],
+                1,
+                vec![1, 2, 1],
+                vec![1, 0, 1, 0, 1, 1],
+                vec![1, 1, 2],
+            ),
+        ];
+        let limits = crate::Limits::default();
+        let rc = RunCtx::detached(&limits);
+        for (i, (xs, ws, group, strides, pads, dil)) in cases.into_iter().enumerate() {
+            let attrs = WindowAttrs {
+                kernel: None,
+                strides: Some(strides),
+                dilations: Some(dil),
+                pads: Some(pads),
+                auto_pad: AutoPad::NotSet,
+                ceil_mode: false,
+            };
+            let xv = values(numel(&xs).unwrap(), i as u64 + 1);
+            let wv = values(numel(&ws).unwrap(), i as u64 + 50);
+            let bias = values(ws[0], i as u64 + 99);
+            let x = Tensor::from_vec(xs.clone(), xv.clone()).unwrap();
+            let w = Tensor::from_vec(ws.clone(), wv.clone()).unwrap();
+            let x64: Vec<f64> = xv.iter().map(|&v| f64::from(v)).collect();
+            let w64: Vec<f64> = wv.iter().map(|&v| f64::from(v)).collect();
+            let b64: Vec<f64> = bias.iter().map(|&v| f64::from(v)).collect();
+            let (want, shape) =
+                conv_run(&rc, &x, &x64, &w, &w64, Some(&b64), group, &attrs).unwrap();
+            let z = values(want.len(), i as u64 + 7);
+            let s = ConvSetup::new(&rc, &x, &w, group, &attrs).unwrap();
+            assert_eq!(s.out_shape(), shape);
+            let tail = ConvTail {
+                bias: Some(&bias),
+                z: Some(&z),
+                act: Act::LeakyRelu(0.5),
+            };
+            let one = conv_f32(&s, &xv, &wv, tail).unwrap();
+            for (j, (g, w)) in one.iter().zip(&want).enumerate() {
+                let w = w + f64::from(z[j]);
+                let w = if w < 0.0 { 0.5 * w } else { w };
+                assert!(
+                    (f64::from(*g) - w).abs() <= 1e-4,
+                    "case {i} [{j}]: {g} vs {w}"
+                );
+            }
+            let three =
+                onyx_kernels::ThreadPool::new(3).run(|| conv_f32(&s, &xv, &wv, tail).unwrap());
+            assert_eq!(three, one, "case {i}: 3 threads");
+        }
+    }
 
     #[test]
-    fn fast_f32_product_matches_plain_loop() {
-        // 9 rows x 13 inner x 37 columns into rows 40 apart, over a bias
-        let (rows, inner, cols, ostride) = (9, 13, 37, 40);
-        let w: Vec<f32> = (0..rows * inner).map(|i| (i % 7) as f32 - 3.0).collect();
-        let col: Vec<f32> = (0..inner * cols).map(|i| (i % 5) as f32 * 0.5).collect();
-        let start: Vec<f32> = (0..rows * ostride).map(|i| (i % 3) as f32).collect();
-        let mut want = start.clone();
-        gemm_acc(&mut want, ostride, &w, &col, rows, inner, cols);
-        let mut got = start;
-        f32::gemm_acc_fast(&mut got, ostride, &w, &col, rows, inner, cols);
-        // small integers and halves: both sums are exact
-        assert_eq!(got, want);
+    fn threads_give_the_same_bits() {
+        let (xs, ws, ys) = ([1, 16, 32, 32], [32, 16, 3, 3], [1, 32, 32, 32]);
+        let t = |shape: &[usize], seed| {
+            Tensor::from_vec(shape.to_vec(), values(numel(shape).unwrap(), seed)).unwrap()
+        };
+        let feeds = [
+            ("x", t(&xs, 1)),
+            ("w", t(&ws, 2)),
+            ("b", t(&[32], 3)),
+            ("z", t(&ys, 4)),
+        ];
+        let attrs = vec![
+            ("pads", Attr::Ints(vec![1; 4])),
+            ("activation", Attr::String("Tanh".into())),
+        ];
+        let node = || {
+            attr_node(
+                "FusedConv",
+                "com.onyx",
+                &["x", "w", "b", "z"],
+                &["y"],
+                attrs.clone(),
+            )
+        };
+        let bits = |threads| -> Vec<u32> {
+            let y = run_graph_on(vec![node()], &feeds, threads);
+            y.as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        let one = bits(1);
+        assert_eq!(bits(2), one);
+        assert_eq!(bits(3), one);
+    }
+
+    #[test]
+    fn fused_conv_refuses_bad_z_and_activation() {
+        let x = Tensor::from_vec(vec![1, 1, 3, 3], values(9, 1)).unwrap();
+        let w = Tensor::from_vec(vec![1, 1, 2, 2], values(4, 2)).unwrap();
+        let z = Tensor::from_vec(vec![1, 1, 3, 3], values(9, 3)).unwrap();
+        let node = |attrs| attr_node("FusedConv", "com.onyx", &["x", "w", "", "z"], &["y"], attrs);
+        let vi = |n: &str| ValueInfo {
+            name: n.into(),
+            ty: None,
+        };
+        let model = |attrs| Model {
+            opsets: BTreeMap::from([(String::new(), 17), ("com.onyx".to_string(), 1)]),
+            graph: Graph {
+                nodes: vec![node(attrs)],
+                inputs: vec![vi("x"), vi("w"), vi("z")],
+                outputs: vec![vi("y")],
+                ..Graph::default()
+            },
+            ..Model::default()
+        };
+        let s = Session::from_model(model(vec![]), SessionOptions::default()).unwrap();
+        let feeds = vec![
+            ("x".to_string(), Value::from(x)),
+            ("w".to_string(), Value::from(w)),
+            ("z".to_string(), Value::from(z)),
+        ];
+        let e = s.run(feeds).unwrap_err();
+        assert!(
+            e.message.contains("Z is float of shape [1, 1, 3, 3]"),
+            "{}",
+            e.message
+        );
+        for attrs in [
+            vec![("activation", Attr::String("Swish".into()))],
+            vec![
+                ("activation", Attr::String("Clip".into())),
+                ("activation_params", Attr::Floats(vec![1.0])),
+            ],
+        ] {
+            let e = Session::from_model(model(attrs), SessionOptions::default())
+                .err()
+                .unwrap();
+            assert!(e.message.contains("activation"), "{}", e.message);
+        }
     }
 
     #[test]

@@ -421,8 +421,14 @@ class InferenceSession:
         self._sess_options = sess_options if sess_options is not None else SessionOptions()
         self._providers = self._pick_providers(providers)
         self._provider_options = [{} for _ in self._providers]
+        threads = self._sess_options.intra_op_num_threads
+        if not isinstance(threads, int) or threads < 0:
+            raise InvalidArgument(
+                f"intra_op_num_threads must be a whole number of 0 or more, not {threads!r}"
+            )
         self._native = _onyx.NativeSession(
-            self._model_bytes if self._model_bytes is not None else self._model_path
+            self._model_bytes if self._model_bytes is not None else self._model_path,
+            threads,
         )
         self._inputs = [NodeArg(*t) for t in self._native.inputs()]
         self._outputs = [NodeArg(*t) for t in self._native.outputs()]

@@ -1,0 +1,172 @@
+//! Splitting a kernel's work across the threads of the running session.
+//!
+//! A [`ThreadPool`] belongs to whoever runs kernels (a session). Work done
+//! inside [`ThreadPool::run`] may split across the pool's threads; anywhere
+//! else the kernels stay on the calling thread. A run on a pool of N threads
+//! executes on one of its workers, which takes part in every split, so a
+//! split wakes only the other N - 1.
+//!
+//! Kernels split by output rows or columns, never along a sum, so the number
+//! of threads never changes a result's bits.
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+thread_local! {
+    /// Whether the current thread runs inside [`ThreadPool::run`] of a pool
+    /// of more than one thread.
+    static SPLITTING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Threads a session's kernels may split their work across.
+pub struct ThreadPool {
+    threads: usize,
+    /// Started on the first run that can use it; None when the threads
+    /// could not be started, and then work stays on the caller's thread.
+    pool: OnceLock<Option<rayon::ThreadPool>>,
+}
+
+impl ThreadPool {
+    /// A pool of `threads` threads; 0 means one per physical core the process
+    /// may use. A pool of one thread runs everything on the caller's thread.
+    /// The threads start on the first run that needs them.
+    pub fn new(threads: usize) -> ThreadPool {
+        let threads = if threads == 0 {
+            default_threads()
+        } else {
+            threads
+        };
+        ThreadPool {
+            threads,
+            pool: OnceLock::new(),
+        }
+    }
+
+    /// How many threads the pool's runs may use.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f` so that the kernels it calls may split across this pool.
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let pool = if self.threads > 1 {
+            self.pool
+                .get_or_init(|| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(self.threads)
+                        .thread_name(|i| format!("onyx-worker-{i}"))
+                        .build()
+                        .ok()
+                })
+                .as_ref()
+        } else {
+            None
+        };
+        match pool {
+            Some(p) => p.install(|| with_splitting(true, f)),
+            None => with_splitting(false, f),
+        }
+    }
+}
+
+impl std::fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ThreadPool({} threads)", self.threads)
+    }
+}
+
+/// One per physical core, bounded by the cores this process may run on.
+fn default_threads() -> usize {
+    let allowed = std::thread::available_parallelism().map_or(1, |n| n.get());
+    num_cpus::get_physical().clamp(1, allowed)
+}
+
+/// Runs `f` with the current thread's splitting flag set to `on`, restoring
+/// it after (runs nest: a worker waiting in a split may pick up another run).
+fn with_splitting<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SPLITTING.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SPLITTING.with(|s| s.replace(on)));
+    f()
+}
+
+/// How many threads a kernel running now may split across (1 outside
+/// [`ThreadPool::run`]).
+pub fn current_threads() -> usize {
+    if SPLITTING.with(Cell::get) {
+        rayon::current_num_threads()
+    } else {
+        1
+    }
+}
+
+/// Calls `f` on every item, across the current pool's threads when there are
+/// several (items in any order), else in order on this thread.
+pub fn for_each<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync + Send) {
+    if items.len() > 1 && current_threads() > 1 {
+        items.into_par_iter().with_max_len(1).for_each(f);
+    } else {
+        items.into_iter().for_each(f);
+    }
+}
+
+/// Splits `0..n` into at most `parts` ranges of whole multiples of `unit`
+/// (the last range takes the rest), as even as the unit allows.
+pub fn split_range(n: usize, unit: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
+    let unit = unit.max(1);
+    let units = n.div_ceil(unit);
+    let parts = parts.clamp(1, units.max(1));
+    let mut out = Vec::with_capacity(parts);
+    let mut start = 0;
+    for p in 0..parts {
+        // units handed out so far, spread as evenly as integers allow
+        let end_units = units * (p + 1) / parts;
+        let end = (end_units * unit).min(n);
+        if end > start {
+            out.push(start..end);
+        }
+        start = end;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn ranges_cover_in_units() {
+        assert_eq!(split_range(10, 1, 3), vec![0..3, 3..6, 6..10]);
+        assert_eq!(split_range(25, 12, 4), vec![0..12, 12..24, 24..25]);
+        assert_eq!(split_range(25, 12, 2), vec![0..12, 12..25]);
+        assert_eq!(split_range(24, 6, 2), vec![0..12, 12..24]);
+        assert_eq!(split_range(0, 4, 3), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(split_range(5, 8, 3), vec![0..5]);
+    }
+
+    #[test]
+    fn splitting_only_inside_a_run() {
+        assert_eq!(current_threads(), 1);
+        let pool = ThreadPool::new(3);
+        assert_eq!(pool.threads(), 3);
+        assert_eq!(pool.run(current_threads), 3);
+        assert_eq!(current_threads(), 1);
+        assert_eq!(ThreadPool::new(1).run(current_threads), 1);
+        assert!(ThreadPool::new(0).threads() >= 1);
+        // every item is visited once
+        let sum = AtomicUsize::new(0);
+        pool.run(|| {
+            for_each((1..=100).collect(), |i: usize| {
+                sum.fetch_add(i, Ordering::Relaxed);
+            })
+        });
+        assert_eq!(sum.load(Ordering::Relaxed), 5050);
+    }
+}
