@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use onyx_core::passes::OptLevel;
 use onyx_core::{Session, SessionOptions};
 
 use crate::run::random_feeds;
@@ -16,6 +17,7 @@ pub struct BenchArgs {
     pub warmup: usize,
     pub json: bool,
     pub dims: Vec<String>,
+    pub opt_level: OptLevel,
 }
 
 /// The `p`-th percentile (0..=100) of sorted values, by nearest rank.
@@ -48,8 +50,11 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     onyx_kernels::set_threads(args.threads);
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let start = Instant::now();
-    let session =
-        Session::from_file(&args.model, SessionOptions::default()).map_err(|e| e.message)?;
+    let options = SessionOptions {
+        opt_level: args.opt_level,
+        ..SessionOptions::default()
+    };
+    let session = Session::from_file(&args.model, options).map_err(|e| e.message)?;
     let load_ms = ms(start);
     let feeds = random_feeds(&session, &args.dims)?;
     let once = || -> Result<f64, String> {
@@ -72,11 +77,17 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         percentile(&times, 10.0),
         percentile(&times, 90.0),
     );
+    let nodes = session.model().graph.nodes.len();
+    let rewrites: Vec<String> = session
+        .rewrites()
+        .iter()
+        .map(|(pass, n)| format!("{pass} {n}"))
+        .collect();
     if args.json {
         println!(
             "{{\"model\": {}, \"load_ms\": {load_ms:.4}, \"first_run_ms\": {first_run_ms:.4}, \
              \"median_ms\": {median:.4}, \"p10_ms\": {p10:.4}, \"p90_ms\": {p90:.4}, \
-             \"runs\": {}, \"warmup\": {}, \"threads\": {}}}",
+             \"runs\": {}, \"warmup\": {}, \"threads\": {}, \"nodes\": {nodes}}}",
             json_string(&args.model.display().to_string()),
             args.runs,
             args.warmup,
@@ -87,6 +98,15 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         println!(
             "threads {}, runs {}, warmup {}",
             args.threads, args.runs, args.warmup
+        );
+        println!(
+            "opt level {:?}: {nodes} nodes; rewrites: {}",
+            args.opt_level,
+            if rewrites.is_empty() {
+                "none".to_string()
+            } else {
+                rewrites.join(", ")
+            }
         );
         println!("load {load_ms:.3} ms, first run {first_run_ms:.3} ms");
         println!("median {median:.3} ms, p10 {p10:.3} ms, p90 {p90:.3} ms");

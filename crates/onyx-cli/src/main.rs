@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use onyx_core::passes::OptLevel;
 
 #[derive(Parser)]
 #[command(name = "onyx", version, about = "Onyx: an ONNX runtime")]
@@ -48,6 +49,9 @@ enum Command {
         /// The size of a symbolic dim for random inputs, as NAME=VALUE (default 1).
         #[arg(long = "dim", value_name = "NAME=VALUE")]
         dims: Vec<String>,
+        /// Graph optimisations: disabled, basic, extended or all.
+        #[arg(long, default_value = "all")]
+        opt_level: OptLevel,
     },
     /// Time a model on random inputs: load, first run, and the median, p10
     /// and p90 of repeated runs.
@@ -68,6 +72,9 @@ enum Command {
         /// The size of a symbolic dim, as NAME=VALUE (default 1).
         #[arg(long = "dim", value_name = "NAME=VALUE")]
         dims: Vec<String>,
+        /// Graph optimisations: disabled, basic, extended or all.
+        #[arg(long, default_value = "all")]
+        opt_level: OptLevel,
     },
     /// Describe a model: versions, inputs and outputs, operators, parameters.
     Inspect { model: PathBuf },
@@ -94,6 +101,7 @@ fn main() -> ExitCode {
             output_dir,
             format,
             dims,
+            opt_level,
         } => run::run(&run::RunArgs {
             model,
             inputs,
@@ -101,6 +109,7 @@ fn main() -> ExitCode {
             output_dir,
             format,
             dims,
+            opt_level,
         }),
         Command::Bench {
             model,
@@ -109,6 +118,7 @@ fn main() -> ExitCode {
             warmup,
             json,
             dims,
+            opt_level,
         } => bench::bench(&bench::BenchArgs {
             model,
             threads,
@@ -116,6 +126,7 @@ fn main() -> ExitCode {
             warmup,
             json,
             dims,
+            opt_level,
         }),
         Command::Inspect { model } => inspect::inspect(&model),
         Command::Check { model } => inspect::check(&model),

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use onyx_core::ir::{Dim, TypeInfo, ValueInfo};
+use onyx_core::passes::OptLevel;
 use onyx_core::test_data::{read_inputs_dir, read_value_file, value_kind};
 use onyx_core::{Session, SessionOptions};
 use onyx_format::value_to_proto_bytes;
@@ -19,6 +20,16 @@ pub struct RunArgs {
     pub output_dir: Option<PathBuf>,
     pub format: OutputFormat,
     pub dims: Vec<String>,
+    pub opt_level: OptLevel,
+}
+
+impl RunArgs {
+    fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            opt_level: self.opt_level,
+            ..SessionOptions::default()
+        }
+    }
 }
 
 fn split_pair<'a>(arg: &'a str, what: &str) -> Result<(&'a str, &'a str), String> {
@@ -203,8 +214,7 @@ fn write_outputs(
 
 pub fn run(args: &RunArgs) -> Result<(), String> {
     let load_start = Instant::now();
-    let session =
-        Session::from_file(&args.model, SessionOptions::default()).map_err(|e| e.message)?;
+    let session = Session::from_file(&args.model, args.session_options()).map_err(|e| e.message)?;
     let load_time = load_start.elapsed();
     let mut feeds = Vec::new();
     if let Some(dir) = &args.inputs_dir {

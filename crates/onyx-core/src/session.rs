@@ -5,6 +5,7 @@ use onyx_tensor::{DType, Value};
 
 use crate::ir::{import_model_with, Dim, Model, TypeInfo, ValueInfo};
 use crate::ops::Registry;
+use crate::passes::{optimize, OptLevel, PassCounts};
 use crate::plan::{Plan, Planner};
 use crate::{Error, ErrorKind, Limits, Result};
 
@@ -13,6 +14,8 @@ use crate::{Error, ErrorKind, Limits, Result};
 pub struct SessionOptions {
     pub limits: Limits,
     pub load_limits: LoadLimits,
+    /// How much the graph is rewritten before planning.
+    pub opt_level: OptLevel,
 }
 
 /// A model, checked and compiled once, ready to run many times, from many
@@ -21,6 +24,7 @@ pub struct Session {
     model: Model,
     plan: Plan,
     options: SessionOptions,
+    rewrites: PassCounts,
 }
 
 fn invalid_arg(msg: String) -> Error {
@@ -52,7 +56,8 @@ impl Session {
         Session::from_model(import_model_with(&proto, None, &options.limits)?, options)
     }
 
-    pub fn from_model(model: Model, options: SessionOptions) -> Result<Session> {
+    pub fn from_model(mut model: Model, options: SessionOptions) -> Result<Session> {
+        let rewrites = optimize(&mut model, options.opt_level, &options.limits);
         let planner = Planner {
             opsets: &model.opsets,
             registry: Registry::global(),
@@ -62,11 +67,18 @@ impl Session {
             model,
             plan,
             options,
+            rewrites,
         })
     }
 
+    /// The model as run: after the optimisation passes.
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// How often each optimisation pass rewrote the graph.
+    pub fn rewrites(&self) -> &PassCounts {
+        &self.rewrites
     }
 
     /// The inputs a caller must or may feed: graph inputs without an initializer.

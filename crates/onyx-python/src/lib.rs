@@ -122,10 +122,15 @@ fn describe(py: Python<'_>, infos: Vec<&ValueInfo>) -> Vec<(String, String, PyOb
 
 #[pymethods]
 impl NativeSession {
-    /// Loads a model from a path (str or os.PathLike) or from `bytes`.
+    /// Loads a model from a path (str or os.PathLike) or from `bytes`;
+    /// `opt_level` is disabled, basic, extended or all.
     #[new]
-    fn new(py: Python<'_>, model: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let options = SessionOptions::default();
+    #[pyo3(signature = (model, opt_level = "all"))]
+    fn new(py: Python<'_>, model: &Bound<'_, PyAny>, opt_level: &str) -> PyResult<Self> {
+        let options = SessionOptions {
+            opt_level: opt_level.parse().map_err(InvalidArgument::new_err)?,
+            ..SessionOptions::default()
+        };
         let session = if let Ok(b) = model.downcast::<PyBytes>() {
             let bytes = b.as_bytes().to_vec();
             py.allow_threads(|| Session::from_bytes(&bytes, options))
