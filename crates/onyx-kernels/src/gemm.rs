@@ -209,6 +209,19 @@ impl<'a> MatRef<'a> {
         self.cols
     }
 
+    /// Rows `i0..i0+rows` (which must lie inside the view), as a view of their own.
+    fn sub_rows(self, i0: usize, rows: usize) -> Self {
+        MatRef {
+            data: if rows == 0 {
+                &[]
+            } else {
+                &self.data[i0 * self.rs..]
+            },
+            rows,
+            ..self
+        }
+    }
+
     #[inline]
     fn at(&self, i: usize, j: usize) -> f32 {
         self.data[i * self.rs + j * self.cs]
@@ -307,15 +320,57 @@ pub enum Act {
     None,
     /// `max(x, 0)`, NaN kept.
     Relu,
+    /// `x` when `x >= 0`, else `alpha * x`.
+    LeakyRelu(f32),
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+    Tanh,
+    /// `x` held within `[min, max]`, NaN kept.
+    Clip(f32, f32),
+    /// `alpha * x + beta` held within `[0, 1]`.
+    HardSigmoid(f32, f32),
 }
 
-/// What is added to and applied to the product before it is stored.
+impl Act {
+    /// Applies the activation to every value of `v`.
+    pub fn apply(self, v: &mut [f32]) {
+        match self {
+            Act::None => {}
+            Act::Relu => v.iter_mut().for_each(|x| {
+                if *x < 0.0 {
+                    *x = 0.0
+                }
+            }),
+            Act::LeakyRelu(a) => v.iter_mut().for_each(|x| {
+                if *x < 0.0 {
+                    *x *= a
+                }
+            }),
+            Act::Sigmoid => v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + (-*x).exp())),
+            Act::Tanh => v.iter_mut().for_each(|x| *x = x.tanh()),
+            Act::Clip(lo, hi) => v.iter_mut().for_each(|x| {
+                if *x < lo {
+                    *x = lo
+                }
+                if *x > hi {
+                    *x = hi
+                }
+            }),
+            Act::HardSigmoid(a, b) => v.iter_mut().for_each(|x| *x = (a * *x + b).clamp(0.0, 1.0)),
+        }
+    }
+}
+
+/// What is added to and applied to the product before it is stored, in this
+/// order: biases, the addend, the activation.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Epilogue<'a> {
     /// One value per row of C (a convolution's bias per output channel).
     pub row_bias: Option<&'a [f32]>,
     /// One value per column of C (a linear layer's bias).
     pub col_bias: Option<&'a [f32]>,
+    /// A matrix of C's shape added element by element (a residual input).
+    pub addend: Option<MatRef<'a>>,
     pub act: Act,
 }
 
@@ -334,12 +389,36 @@ impl Epilogue<'_> {
                 ));
             }
         }
+        if let Some(z) = self.addend {
+            if (z.rows, z.cols) != (m, n) {
+                return err(format!(
+                    "the addend is {}x{} for a {m}x{n} result",
+                    z.rows, z.cols
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The epilogue of rows `i0..i0+rows` of C, as for a product of those rows alone.
+    fn rows(&self, i0: usize, rows: usize) -> Self {
+        Epilogue {
+            row_bias: self.row_bias.map(|r| &r[i0..i0 + rows]),
+            addend: self.addend.map(|z| z.sub_rows(i0, rows)),
+            ..*self
+        }
+    }
+
+    fn is_identity(&self) -> bool {
+        self.row_bias.is_none()
+            && self.col_bias.is_none()
+            && self.addend.is_none()
+            && self.act == Act::None
     }
 
     /// Applies the epilogue to rows `i0..i0+rows`, columns `j0..j0+cols` of C.
     fn apply(&self, c: &mut [f32], ldc: usize, i0: usize, rows: usize, j0: usize, cols: usize) {
-        if self.row_bias.is_none() && self.col_bias.is_none() && self.act == Act::None {
+        if self.is_identity() {
             return;
         }
         for i in i0..i0 + rows {
@@ -353,13 +432,17 @@ impl Epilogue<'_> {
                     *x += v;
                 }
             }
-            if self.act == Act::Relu {
-                for x in row.iter_mut() {
-                    if *x < 0.0 {
-                        *x = 0.0;
+            if let Some(z) = self.addend {
+                if z.cs == 1 {
+                    let zr = &z.data[i * z.rs + j0..][..cols];
+                    row.iter_mut().zip(zr).for_each(|(x, &v)| *x += v);
+                } else {
+                    for (j, x) in row.iter_mut().enumerate() {
+                        *x += z.at(i, j0 + j);
                     }
                 }
             }
+            self.act.apply(row);
         }
     }
 }
@@ -442,15 +525,8 @@ pub fn sgemm(
                 };
                 let (mine, tail) = std::mem::take(&mut rest).split_at_mut(take);
                 rest = tail;
-                let sub = MatRef {
-                    rows,
-                    data: &a.data[i0 * a.rs..],
-                    ..a
-                };
-                let epi = Epilogue {
-                    row_bias: epi.row_bias.map(|r| &r[i0..i0 + rows]),
-                    ..*epi
-                };
+                let sub = a.sub_rows(i0, rows);
+                let epi = epi.rows(i0, rows);
                 s.spawn(move || run_blocks(sub, b, mine, ldc, accumulate, &epi));
                 i0 += rows;
             }
@@ -869,17 +945,26 @@ mod tests {
         };
         let rb = values(m, 5);
         let cb = values(n, 6);
+        let zv = values(m * n, 8);
         let epi = match epi_kind {
             0 => Epilogue::default(),
             1 => Epilogue {
                 row_bias: Some(&rb),
                 col_bias: None,
+                addend: None,
                 act: Act::Relu,
             },
-            _ => Epilogue {
+            2 => Epilogue {
                 row_bias: None,
                 col_bias: Some(&cb),
+                addend: None,
                 act: Act::None,
+            },
+            _ => Epilogue {
+                row_bias: Some(&rb),
+                col_bias: None,
+                addend: Some(MatRef::row_major(&zv, m, n).unwrap()),
+                act: Act::Clip(-0.5, 0.7),
             },
         };
         // C has a wider row stride than n, and starts with values, so both
@@ -919,7 +1004,7 @@ mod tests {
                     n,
                     (i + j) % 3 == 0,
                     (i * j) % 2 == 1,
-                    ((i + j) % 3) as u8,
+                    ((i + j) % 4) as u8,
                 );
             }
         }
@@ -945,6 +1030,7 @@ mod tests {
         let epi = Epilogue {
             row_bias: Some(&rb),
             col_bias: None,
+            addend: None,
             act: Act::Relu,
         };
         let mut want = vec![0.0f32; m * n];
@@ -967,6 +1053,7 @@ mod tests {
         let epi = Epilogue {
             row_bias: None,
             col_bias: Some(&bias),
+            addend: None,
             act: Act::Relu,
         };
         let a = MatRef::row_major(&[], 2, 0).unwrap();
@@ -1007,12 +1094,39 @@ mod tests {
         let epi = Epilogue {
             row_bias: Some(&rb),
             col_bias: None,
+            addend: None,
             act: Act::Relu,
         };
         let mut c = vec![0.0f32; 4];
         sgemm(a, &PackedB::new(b), &mut c, 2, false, &epi).unwrap();
         assert_eq!(&c[..2], &[0.0, 0.0]);
         assert!(c[2].is_nan() && c[3].is_nan());
+    }
+
+    #[test]
+    fn activations_known_values() {
+        let apply = |act: Act| {
+            let mut v = [-2.0f32, 0.0, 3.0, f32::NAN];
+            act.apply(&mut v);
+            v
+        };
+        let same = |got: [f32; 4], want: [f32; 4]| {
+            for (g, w) in got.iter().zip(&want) {
+                assert!(g == w || (g.is_nan() && w.is_nan()), "{got:?} != {want:?}");
+            }
+        };
+        same(apply(Act::None), [-2.0, 0.0, 3.0, f32::NAN]);
+        same(apply(Act::Relu), [0.0, 0.0, 3.0, f32::NAN]);
+        same(apply(Act::LeakyRelu(0.5)), [-1.0, 0.0, 3.0, f32::NAN]);
+        same(apply(Act::Clip(-1.0, 1.0)), [-1.0, 0.0, 1.0, f32::NAN]);
+        same(
+            apply(Act::HardSigmoid(0.25, 0.75)),
+            [0.25, 0.75, 1.0, f32::NAN],
+        );
+        let s = apply(Act::Sigmoid);
+        assert!((s[0] - 0.119_202_92).abs() < 1e-6 && s[1] == 0.5);
+        let t = apply(Act::Tanh);
+        assert!((t[2] - 0.995_054_8).abs() < 1e-6 && t[1] == 0.0);
     }
 
     #[test]
@@ -1034,9 +1148,17 @@ mod tests {
         let epi = Epilogue {
             row_bias: Some(&short),
             col_bias: None,
+            addend: None,
             act: Act::None,
         };
         assert!(sgemm_unpacked(a, b, &mut c, 2, false, &epi).is_err());
+        let z = MatRef::row_major(&v, 3, 2).unwrap();
+        let epi = Epilogue {
+            addend: Some(z),
+            ..Epilogue::default()
+        };
+        let e = sgemm_unpacked(a, b, &mut c, 2, false, &epi).unwrap_err();
+        assert!(e.0.contains("addend is 3x2"), "{e}");
     }
 
     #[test]

@@ -14,66 +14,15 @@ use super::{
     one, opt_ints_in, opt_tensor_in, tensor_in, BuildCtx, Kernel, OpResult, Registry, RunCtx,
 };
 use crate::op_err;
+use onyx_kernels::{sgemm, Act, Epilogue, MatRef, PackedB};
 
 fn checked_prod(dims: &[usize]) -> OpResult<usize> {
     numel(dims).ok_or_else(|| op_err!("shape {dims:?} is too large"))
 }
 
 /// The element types convolutions compute in.
-pub(crate) trait Num: num_traits::Float + Default + Send + Sync + 'static {
-    /// [`gemm_acc`], through the fastest kernel there is for the type.
-    fn gemm_acc_fast(
-        out: &mut [Self],
-        ostride: usize,
-        w: &[Self],
-        col: &[Self],
-        rows: usize,
-        inner: usize,
-        cols: usize,
-    ) {
-        gemm_acc(out, ostride, w, col, rows, inner, cols)
-    }
-}
-impl Num for f32 {
-    fn gemm_acc_fast(
-        out: &mut [f32],
-        ostride: usize,
-        w: &[f32],
-        col: &[f32],
-        rows: usize,
-        inner: usize,
-        cols: usize,
-    ) {
-        use onyx_kernels::{sgemm, Epilogue, MatRef, PackedB};
-        use std::cell::RefCell;
-        thread_local! {
-            // the columns' panels, reused from chunk to chunk and run to run
-            static SCRATCH: RefCell<Option<PackedB>> = const { RefCell::new(None) };
-        }
-        // packing the columns costs about what a few output rows do: the
-        // plain loop is as good for depthwise and other thin products
-        if rows >= 4 && cols >= 8 {
-            let done = MatRef::row_major(w, rows, inner).and_then(|a| {
-                let b = MatRef::row_major(col, inner, cols)?;
-                SCRATCH.with(|s| {
-                    let mut s = s.borrow_mut();
-                    let pb = match s.as_mut() {
-                        Some(pb) => {
-                            pb.repack(b);
-                            pb
-                        }
-                        None => s.insert(PackedB::new(b)),
-                    };
-                    sgemm(a, pb, out, ostride, true, &Epilogue::default())
-                })
-            });
-            if done.is_ok() {
-                return;
-            }
-        }
-        gemm_acc(out, ostride, w, col, rows, inner, cols)
-    }
-}
+pub(crate) trait Num: num_traits::Float + Default + Send + Sync + 'static {}
+impl Num for f32 {}
 impl Num for f64 {}
 
 /// `out[m][p] += sum_r w[m][r] * col[r][p]` for an `rows x inner` by
@@ -213,7 +162,7 @@ fn conv_with_cols<F: Num>(
                 let nc = per.min(d.out_plane - c0);
                 let cbuf = &mut col[..inner * nc];
                 fill(b, gi, c0, nc, cbuf);
-                F::gemm_acc_fast(&mut out[o0 + c0..], d.out_plane, wg, cbuf, mg, inner, nc);
+                gemm_acc(&mut out[o0 + c0..], d.out_plane, wg, cbuf, mg, inner, nc);
                 c0 += nc;
             }
         }
@@ -386,7 +335,60 @@ fn bias_in(inputs: &[Option<&Value>], i: usize, m: usize) -> OpResult<Option<Vec
     }
 }
 
-/// Convolution of `F` data; returns the output values and shape.
+/// A convolution's geometry and shapes, checked once per run.
+struct ConvSetup {
+    g: Geometry,
+    d: ConvDims,
+    taps: Vec<Vec<Tap>>,
+}
+
+impl ConvSetup {
+    fn new(
+        rc: &RunCtx,
+        x: &Tensor,
+        w: &Tensor,
+        group: usize,
+        attrs: &WindowAttrs,
+    ) -> OpResult<ConvSetup> {
+        let kernel = weight_kernel(x, w)?;
+        check_kernel_attr(&attrs.kernel, &kernel)?;
+        let g = attrs.geometry(&x.shape()[2..], Some(&kernel))?;
+        let d = conv_dims(rc, x, w, group, &g)?;
+        rc.check_alloc(g.tap_count()?, 16)?;
+        let taps = g.taps();
+        Ok(ConvSetup { g, d, taps })
+    }
+
+    fn out_shape(&self) -> Vec<usize> {
+        let mut shape = vec![self.d.n, self.d.m];
+        shape.extend_from_slice(&self.g.output);
+        shape
+    }
+
+    /// Rows of the im2col matrix of one group.
+    fn inner(&self) -> usize {
+        (self.d.c / self.d.group) * self.d.kprod
+    }
+
+    /// Output positions per im2col chunk: about 1 MiB of f32 columns.
+    fn chunk(&self) -> usize {
+        ((1usize << 18) / self.inner().max(1)).max(256)
+    }
+
+    /// Fills the im2col matrix of output positions `c0..c0+nc` of group `gi`
+    /// of batch `b`.
+    fn fill<F: Num>(&self, x: &[F], b: usize, gi: usize, c0: usize, nc: usize, col: &mut [F]) {
+        let (d, g, taps) = (&self.d, &self.g, &self.taps);
+        if g.input.len() == 2 {
+            im2col_2d(x, d, g, taps, b, gi, c0, nc, col)
+        } else {
+            im2col(x, d, g, taps, b, gi, c0, nc, col)
+        }
+    }
+}
+
+/// Convolution of `F` data through plain loops; returns the output values
+/// and shape. The oracle for the f32 fast path, and the path of other types.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_run<F: Num>(
     rc: &RunCtx,
@@ -398,65 +400,188 @@ pub(crate) fn conv_run<F: Num>(
     group: usize,
     attrs: &WindowAttrs,
 ) -> OpResult<(Vec<F>, Vec<usize>)> {
-    let kernel = weight_kernel(x, w)?;
-    check_kernel_attr(&attrs.kernel, &kernel)?;
-    let g = attrs.geometry(&x.shape()[2..], Some(&kernel))?;
-    let d = conv_dims(rc, x, w, group, &g)?;
-    rc.check_alloc(g.tap_count()?, 16)?;
-    let taps = g.taps();
-    let inner = (d.c / d.group) * d.kprod;
-    let chunk = ((1usize << 18) / inner.max(1)).max(256);
-    let out = conv_with_cols(&d, wv, bias, chunk, |b, gi, c0, nc, col| {
-        if g.input.len() == 2 {
-            im2col_2d(xv, &d, &g, &taps, b, gi, c0, nc, col)
-        } else {
-            im2col(xv, &d, &g, &taps, b, gi, c0, nc, col)
-        }
+    let s = ConvSetup::new(rc, x, w, group, attrs)?;
+    let out = conv_with_cols(&s.d, wv, bias, s.chunk(), |b, gi, c0, nc, col| {
+        s.fill(xv, b, gi, c0, nc, col)
     });
-    let mut shape = vec![d.n, d.m];
-    shape.extend_from_slice(&g.output);
-    Ok((out, shape))
+    Ok((out, s.out_shape()))
 }
 
-fn build_conv(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+/// What is applied after an f32 convolution: its bias, an addend of the
+/// output's shape, then an activation.
+#[derive(Clone, Copy, Default)]
+struct ConvTail<'a> {
+    bias: Option<&'a [f32]>,
+    z: Option<&'a [f32]>,
+    act: Act,
+}
+
+/// The f32 convolution through the packed GEMM, with the tail applied in
+/// the product's epilogue.
+fn conv_f32(s: &ConvSetup, xv: &[f32], wv: &[f32], tail: ConvTail) -> OpResult<Vec<f32>> {
+    let d = &s.d;
+    let (inner, mg, plane) = (s.inner(), d.m / d.group, d.out_plane);
+    let mut out = vec![0.0f32; d.n * d.m * plane];
+    let per = s.chunk().clamp(1, plane.max(1));
+    let mut col = vec![0.0f32; inner * per];
+    let mut packed: Option<PackedB> = None;
+    let gemm_err = |e: onyx_kernels::GemmError| op_err!("{e}");
+    for b in 0..d.n {
+        for gi in 0..d.group {
+            let o0 = (b * d.m + gi * mg) * plane;
+            let a = MatRef::row_major(&wv[gi * mg * inner..], mg, inner).map_err(gemm_err)?;
+            let mut c0 = 0;
+            while c0 < plane {
+                let nc = per.min(plane - c0);
+                let cbuf = &mut col[..inner * nc];
+                s.fill(xv, b, gi, c0, nc, cbuf);
+                let cm = MatRef::row_major(cbuf, inner, nc).map_err(gemm_err)?;
+                let pb = match packed.as_mut() {
+                    Some(pb) => {
+                        pb.repack(cm);
+                        pb
+                    }
+                    None => packed.insert(PackedB::new(cm)),
+                };
+                let addend = match tail.z {
+                    Some(z) => {
+                        Some(MatRef::new(&z[o0 + c0..], mg, nc, plane, 1).map_err(gemm_err)?)
+                    }
+                    None => None,
+                };
+                let epi = Epilogue {
+                    row_bias: tail.bias.map(|v| &v[gi * mg..(gi + 1) * mg]),
+                    col_bias: None,
+                    addend,
+                    act: tail.act,
+                };
+                sgemm(a, pb, &mut out[o0 + c0..], plane, false, &epi).map_err(gemm_err)?;
+                c0 += nc;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What FusedConv applies after the convolution, its bias and the addend Z.
+fn fused_activation(ctx: &BuildCtx) -> OpResult<Act> {
+    let name = ctx.node.attr_string("activation")?.unwrap_or_default();
+    let params = ctx
+        .node
+        .attr_floats("activation_params")?
+        .unwrap_or_default();
+    let want = |n: usize, defaults: &[f32]| -> OpResult<Vec<f32>> {
+        match params.len() {
+            0 => Ok(defaults.to_vec()),
+            k if k == n => Ok(params.clone()),
+            k => Err(op_err!(
+                "activation '{name}' takes {n} activation_params but {k} are given"
+            )),
+        }
+    };
+    Ok(match name.as_str() {
+        "" | "Relu" | "Sigmoid" | "Tanh" => {
+            want(0, &[])?;
+            match name.as_str() {
+                "Relu" => Act::Relu,
+                "Sigmoid" => Act::Sigmoid,
+                "Tanh" => Act::Tanh,
+                _ => Act::None,
+            }
+        }
+        "LeakyRelu" => Act::LeakyRelu(want(1, &[0.01])?[0]),
+        "Clip" => {
+            let p = want(2, &[f32::NEG_INFINITY, f32::INFINITY])?;
+            Act::Clip(p[0], p[1])
+        }
+        "HardSigmoid" => {
+            let p = want(2, &[0.2, 0.5])?;
+            Act::HardSigmoid(p[0], p[1])
+        }
+        other => return Err(op_err!("unknown activation '{other}'")),
+    })
+}
+
+/// The activation in f64, for element types other than f32.
+fn act_f64(act: Act, x: f64) -> f64 {
+    match act {
+        Act::None => x,
+        Act::Relu if x < 0.0 => 0.0,
+        Act::LeakyRelu(a) if x < 0.0 => f64::from(a) * x,
+        Act::Relu | Act::LeakyRelu(_) => x,
+        Act::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        Act::Tanh => x.tanh(),
+        Act::Clip(lo, _) if x < f64::from(lo) => f64::from(lo),
+        Act::Clip(_, hi) if x > f64::from(hi) => f64::from(hi),
+        Act::Clip(..) => x,
+        Act::HardSigmoid(a, b) => (f64::from(a) * x + f64::from(b)).clamp(0.0, 1.0),
+    }
+}
+
+/// Conv, and FusedConv (`fused`): Conv's inputs plus an optional addend Z of
+/// the output's shape, and an activation.
+fn build_conv_op(ctx: &BuildCtx, fused: bool) -> OpResult<Box<dyn Kernel>> {
     let attrs = WindowAttrs::read(ctx)?;
     let group = group_attr(ctx)?;
+    let act = if fused {
+        fused_activation(ctx)?
+    } else {
+        Act::None
+    };
+    let op = if fused { "FusedConv" } else { "Conv" };
     Ok(Box::new(move |rc: &RunCtx, inputs: &[Option<&Value>]| {
         let x = tensor_in(inputs, 0)?;
         let w = tensor_in(inputs, 1)?;
         if !x.dtype().is_float() || w.dtype() != x.dtype() {
             return Err(op_err!(
-                "Conv needs float inputs of one type but got {} and {}",
+                "{op} needs float inputs of one type but got {} and {}",
                 x.dtype(),
                 w.dtype()
             ));
         }
         let m = w.shape().first().copied().unwrap_or(0);
         let bias = bias_in(inputs, 2, m)?;
+        let z = if fused {
+            opt_tensor_in(inputs, 3)?
+        } else {
+            None
+        };
+        let s = ConvSetup::new(rc, x, w, group, &attrs)?;
+        let shape = s.out_shape();
+        if let Some(z) = z {
+            if z.shape() != shape.as_slice() || z.dtype() != x.dtype() {
+                return Err(op_err!(
+                    "Z is {} of shape {:?} but the output is {} of shape {shape:?}",
+                    z.dtype(),
+                    z.shape(),
+                    x.dtype()
+                ));
+            }
+        }
         if x.dtype() == DType::Float {
-            let bias32: Option<Vec<f32>> = bias.map(|b| b.iter().map(|&v| v as f32).collect());
-            let (out, shape) = conv_run(
-                rc,
-                x,
-                x.as_slice::<f32>()?,
-                w,
-                w.as_slice::<f32>()?,
-                bias32.as_deref(),
-                group,
-                &attrs,
-            )?;
+            let bias: Option<Vec<f32>> = bias.map(|b| b.iter().map(|&v| v as f32).collect());
+            let tail = ConvTail {
+                bias: bias.as_deref(),
+                z: z.map(|z| z.as_slice::<f32>()).transpose()?,
+                act,
+            };
+            let out = conv_f32(&s, x.as_slice::<f32>()?, w.as_slice::<f32>()?, tail)?;
             return one(Tensor::from_vec(shape, out)?);
         }
-        let (out, shape) = conv_run(
-            rc,
-            x,
-            &x.to_f64_vec()?,
-            w,
-            &w.to_f64_vec()?,
+        let (xv, wv) = (x.to_f64_vec()?, w.to_f64_vec()?);
+        let mut out = conv_with_cols(
+            &s.d,
+            &wv,
             bias.as_deref(),
-            group,
-            &attrs,
-        )?;
+            s.chunk(),
+            |b, gi, c0, nc, col| s.fill(&xv, b, gi, c0, nc, col),
+        );
+        if let Some(z) = z {
+            for (o, zv) in out.iter_mut().zip(z.to_f64_vec()?) {
+                *o += zv;
+            }
+        }
+        out.iter_mut().for_each(|o| *o = act_f64(act, *o));
         one(from_f64(x.dtype(), shape, out)?)
     }))
 }
@@ -1024,7 +1149,8 @@ fn round_to(dtype: DType, v: f64) -> f64 {
 }
 
 pub fn register(r: &mut Registry) {
-    r.add("", "Conv", build_conv);
+    r.add("", "Conv", |ctx| build_conv_op(ctx, false));
+    r.add("com.onyx", "FusedConv", |ctx| build_conv_op(ctx, true));
     r.add("", "ConvInteger", build_conv_integer);
     r.add("", "ConvTranspose", build_conv_transpose);
     r.add("", "Col2Im", build_col2im);
@@ -1034,21 +1160,210 @@ pub fn register(r: &mut Registry) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::ir::{Attr, Graph, Model, Node, ValueInfo};
+    use crate::{Session, SessionOptions};
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn attr_node(
+        op: &str,
+        domain: &str,
+        ins: &[&str],
+        outs: &[&str],
+        attrs: Vec<(&str, Attr)>,
+    ) -> Node {
+        Node {
+            name: String::new(),
+            op_type: op.into(),
+            domain: domain.into(),
+            inputs: ins.iter().map(|s| s.to_string()).collect(),
+            outputs: outs.iter().map(|s| s.to_string()).collect(),
+            attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        }
+    }
+
+    /// Runs a graph of `nodes` over the inputs x, w, b, z, returning output `y`.
+    fn run_graph(nodes: Vec<Node>, feeds: &[(&str, Tensor)]) -> Tensor {
+        let vi = |n: &str| ValueInfo {
+            name: n.into(),
+            ty: None,
+        };
+        let graph = Graph {
+            nodes,
+            inputs: feeds.iter().map(|(n, _)| vi(n)).collect(),
+            outputs: vec![vi("y")],
+            ..Graph::default()
+        };
+        let model = Model {
+            opsets: BTreeMap::from([(String::new(), 17), ("com.onyx".to_string(), 1)]),
+            graph,
+            ..Model::default()
+        };
+        let s = Session::from_model(model, SessionOptions::default()).unwrap();
+        let feeds = feeds
+            .iter()
+            .map(|(n, t)| (n.to_string(), Value::from(t.clone())))
+            .collect();
+        let out = s.run(feeds).unwrap();
+        out[0].as_tensor().unwrap().clone()
+    }
+
+    fn conv_attrs() -> Vec<(&'static str, Attr)> {
+        vec![
+            ("group", Attr::Int(2)),
+            ("strides", Attr::Ints(vec![2, 1])),
+            ("pads", Attr::Ints(vec![1, 0, 1, 2])),
+        ]
+    }
+
+    /// FusedConv against Conv, Add and the activation as separate nodes, in
+    /// f32 (the GEMM epilogue) and f64 (the plain path).
+    #[test]
+    fn fused_conv_matches_conv_add_activation() {
+        // activation, its activation_params, the standalone operator's attributes
+        type ActCase<'a> = (&'a str, Vec<f32>, Vec<(&'a str, Attr)>);
+        let acts: [ActCase; 8] = [
+            ("", vec![], vec![]),
+            ("Relu", vec![], vec![]),
+            ("Sigmoid", vec![], vec![]),
+            ("Tanh", vec![], vec![]),
+            ("LeakyRelu", vec![0.3], vec![("alpha", Attr::Float(0.3))]),
+            ("LeakyRelu", vec![], vec![]),
+            (
+                "HardSigmoid",
+                vec![0.4, 0.6],
+                vec![("alpha", Attr::Float(0.4)), ("beta", Attr::Float(0.6))],
+            ),
+            ("Clip", vec![-0.2, 0.5], vec![]),
+        ];
+        let (xs, ws) = (vec![2, 4, 7, 6], vec![6, 2, 3, 3]);
+        let ys = vec![2, 6, 4, 6];
+        let x = values(numel(&xs).unwrap(), 1);
+        let w = values(numel(&ws).unwrap(), 2);
+        let b = values(6, 3);
+        let z = values(numel(&ys).unwrap(), 4);
+        for double in [false, true] {
+            let t = |shape: &[usize], v: &[f32]| {
+                if double {
+                    let v: Vec<f64> = v.iter().map(|&x| f64::from(x)).collect();
+                    Tensor::from_vec(shape.to_vec(), v).unwrap()
+                } else {
+                    Tensor::from_vec(shape.to_vec(), v.to_vec()).unwrap()
+                }
+            };
+            for with_z in [false, true] {
+                for (act, params, act_attrs) in &acts {
+                    let mut feeds = vec![("x", t(&xs, &x)), ("w", t(&ws, &w)), ("b", t(&[6], &b))];
+                    let mut fused_attrs = conv_attrs();
+                    fused_attrs.push(("activation", Attr::String(act.to_string())));
+                    fused_attrs.push(("activation_params", Attr::Floats(params.clone())));
+                    let mut fused_in = vec!["x", "w", "b"];
+                    let mut plain = vec![attr_node(
+                        "Conv",
+                        "",
+                        &["x", "w", "b"],
+                        &["c"],
+                        conv_attrs(),
+                    )];
+                    let mut last = "c";
+                    if with_z {
+                        feeds.push(("z", t(&ys, &z)));
+                        fused_in.push("z");
+                        plain.push(attr_node("Add", "", &["c", "z"], &["s"], vec![]));
+                        last = "s";
+                    }
+                    let clip_bounds = match *act {
+                        "Clip" => {
+                            feeds.push(("lo", t(&[], &[-0.2])));
+                            feeds.push(("hi", t(&[], &[0.5])));
+                            vec![last, "lo", "hi"]
+                        }
+                        _ => vec![last],
+                    };
+                    plain.push(match *act {
+                        "" => attr_node("Identity", "", &[last], &["y"], vec![]),
+                        op => attr_node(op, "", &clip_bounds, &["y"], act_attrs.clone()),
+                    });
+                    let fused = vec![attr_node(
+                        "FusedConv",
+                        "com.onyx",
+                        &fused_in,
+                        &["y"],
+                        fused_attrs,
+                    )];
+                    let want = run_graph(plain, &feeds).to_f64_vec().unwrap();
+                    let got = run_graph(fused, &feeds);
+                    assert_eq!(got.shape(), ys.as_slice());
+                    let got = got.to_f64_vec().unwrap();
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-5,
+                            "{act} z={with_z} f64={double} [{i}]: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
-    fn fast_f32_product_matches_plain_loop() {
-        // 9 rows x 13 inner x 37 columns into rows 40 apart, over a bias
-        let (rows, inner, cols, ostride) = (9, 13, 37, 40);
-        let w: Vec<f32> = (0..rows * inner).map(|i| (i % 7) as f32 - 3.0).collect();
-        let col: Vec<f32> = (0..inner * cols).map(|i| (i % 5) as f32 * 0.5).collect();
-        let start: Vec<f32> = (0..rows * ostride).map(|i| (i % 3) as f32).collect();
-        let mut want = start.clone();
-        gemm_acc(&mut want, ostride, &w, &col, rows, inner, cols);
-        let mut got = start;
-        f32::gemm_acc_fast(&mut got, ostride, &w, &col, rows, inner, cols);
-        // small integers and halves: both sums are exact
-        assert_eq!(got, want);
+    fn fused_conv_refuses_bad_z_and_activation() {
+        let x = Tensor::from_vec(vec![1, 1, 3, 3], values(9, 1)).unwrap();
+        let w = Tensor::from_vec(vec![1, 1, 2, 2], values(4, 2)).unwrap();
+        let z = Tensor::from_vec(vec![1, 1, 3, 3], values(9, 3)).unwrap();
+        let node = |attrs| attr_node("FusedConv", "com.onyx", &["x", "w", "", "z"], &["y"], attrs);
+        let vi = |n: &str| ValueInfo {
+            name: n.into(),
+            ty: None,
+        };
+        let model = |attrs| Model {
+            opsets: BTreeMap::from([(String::new(), 17), ("com.onyx".to_string(), 1)]),
+            graph: Graph {
+                nodes: vec![node(attrs)],
+                inputs: vec![vi("x"), vi("w"), vi("z")],
+                outputs: vec![vi("y")],
+                ..Graph::default()
+            },
+            ..Model::default()
+        };
+        let s = Session::from_model(model(vec![]), SessionOptions::default()).unwrap();
+        let feeds = vec![
+            ("x".to_string(), Value::from(x)),
+            ("w".to_string(), Value::from(w)),
+            ("z".to_string(), Value::from(z)),
+        ];
+        let e = s.run(feeds).unwrap_err();
+        assert!(
+            e.message.contains("Z is float of shape [1, 1, 3, 3]"),
+            "{}",
+            e.message
+        );
+        for attrs in [
+            vec![("activation", Attr::String("Swish".into()))],
+            vec![
+                ("activation", Attr::String("Clip".into())),
+                ("activation_params", Attr::Floats(vec![1.0])),
+            ],
+        ] {
+            let e = Session::from_model(model(attrs), SessionOptions::default())
+                .err()
+                .unwrap();
+            assert!(e.message.contains("activation"), "{}", e.message);
+        }
     }
 
     #[test]
