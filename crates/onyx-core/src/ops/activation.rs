@@ -74,10 +74,6 @@ fn softplus(x: f64) -> f64 {
 }
 
 pub(crate) fn gelu(x: f64) -> f64 {
-    // elementwise::erf never returns for 0 (its series stops on a relative test)
-    if x == 0.0 {
-        return 0.0;
-    }
     0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))
 }
 

@@ -5,6 +5,7 @@
 //! rounding where a fusion reorders arithmetic.
 
 mod const_fold;
+mod conv_act;
 mod conv_bn;
 mod cse;
 mod dead_nodes;
@@ -79,12 +80,14 @@ pub fn optimize(model: &mut Model, level: OptLevel, limits: &Limits) -> PassCoun
     note("common subexpressions", cse::run(&mut model.graph));
     if level >= OptLevel::Extended {
         note("Conv+BatchNormalization", conv_bn::run(&mut model.graph));
+        let convs = conv_act::run(&mut model.graph);
+        note("FusedConv", convs);
         note("LayerNormalization", layer_norm::run(&mut model.graph));
         let gelus = gelu::run(&mut model.graph);
         note("Gelu", gelus);
         let matmuls = matmul_bias::run(&mut model.graph);
         note("FusedMatMul", matmuls);
-        if gelus + matmuls > 0 {
+        if gelus + matmuls + convs > 0 {
             model.opsets.entry(ONYX_DOMAIN.to_string()).or_insert(1);
         }
     }
