@@ -204,6 +204,53 @@ fn layer_norm_rows(
     (y, means, inv_stds)
 }
 
+/// LayerNormalization of f32 rows with a scale and a bias of one value per
+/// column, the transformer case, without the round trip through f64 (the
+/// row statistics still accumulate in f64). None when the inputs are not so.
+fn layer_norm_f32(
+    x: &Tensor,
+    cols: usize,
+    eps: f64,
+    inputs: &[Option<&Value>],
+) -> OpResult<Option<Tensor>> {
+    // one f32 per column, broadcasting to the rows without adding dims
+    fn per_col(t: &Tensor, cols: usize, rank: usize) -> Option<&[f32]> {
+        let fits = t.len() == cols && t.shape().last() == Some(&cols) && t.rank() <= rank;
+        fits.then(|| t.as_slice::<f32>().ok()).flatten()
+    }
+    let r = x.rank();
+    let (Ok(xv), Some(scale)) = (x.as_slice::<f32>(), per_col(tensor_in(inputs, 1)?, cols, r))
+    else {
+        return Ok(None);
+    };
+    let bias = match opt_tensor_in(inputs, 2)? {
+        Some(b) => match per_col(b, cols, r) {
+            Some(v) => Some(v),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    if cols == 0 {
+        return Ok(None);
+    }
+    let mut y = vec![0.0f32; xv.len()];
+    for (row, out) in xv.chunks(cols).zip(y.chunks_mut(cols)) {
+        let n = cols as f64;
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = row
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let inv = (1.0 / (var + eps).sqrt()) as f32;
+        let mean = mean as f32;
+        for (k, (o, &v)) in out.iter_mut().zip(row).enumerate() {
+            *o = (v - mean) * inv * scale[k] + bias.map_or(0.0, |b| b[k]);
+        }
+    }
+    Ok(Some(Tensor::from_vec(x.shape().to_vec(), y)?))
+}
+
 fn build_layer_norm(ctx: &BuildCtx, rms: bool) -> OpResult<Box<dyn Kernel>> {
     let axis = ctx.node.attr_int("axis")?.unwrap_or(-1);
     let eps = f64::from(ctx.node.attr_float("epsilon")?.unwrap_or(1e-5));
@@ -213,11 +260,18 @@ fn build_layer_norm(ctx: &BuildCtx, rms: bool) -> OpResult<Box<dyn Kernel>> {
         .and_then(DType::from_onnx)
         .filter(|d| d.is_float())
         .ok_or_else(|| op_err!("stash_type {stash} is not a float type"))?;
+    // only Y wanted: the f32 fast path may serve
+    let y_only = ctx.node.outputs.iter().skip(1).all(String::is_empty);
     Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
         let x = tensor_in(inputs, 0)?;
         let a = norm_axis(axis, x.rank())?;
         let rows: usize = x.shape()[..a].iter().product();
         let cols: usize = x.shape()[a..].iter().product();
+        if y_only && !rms {
+            if let Some(y) = layer_norm_f32(x, cols, eps, inputs)? {
+                return one(y);
+            }
+        }
         let (y, means, inv_stds) = layer_norm_rows(&float_in(x, "X")?, rows, cols, eps, rms);
         let scale = tensor_in(inputs, 1)?;
         let bias = if rms { None } else { opt_tensor_in(inputs, 2)? };
@@ -613,6 +667,28 @@ mod tests {
         let s = (1.5f64).sqrt();
         assert!((y[0] + s).abs() < 1e-4 && y[1].abs() < 1e-12 && (y[2] - s).abs() < 1e-4);
         assert_eq!(&y[3..], &[0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn f32_layer_norm_matches_the_f64_path() {
+        let x = t32(
+            &[3, 4],
+            &[1.0, -2.0, 0.5, 4.0, 3.0, 3.0, 3.0, 3.5, -1.0, 0.0, 1.0, 2.0],
+        );
+        let scale = t32(&[4], &[1.0, 0.5, -2.0, 3.0]);
+        let bias = t32(&[4], &[0.0, 0.1, 0.2, -0.3]);
+        let inputs = [Some(&x), Some(&scale), Some(&bias)].map(|t| t.cloned().map(Value::Tensor));
+        let refs: Vec<Option<&Value>> = inputs.iter().map(Option::as_ref).collect();
+        let fast = layer_norm_f32(&x, 4, 1e-5, &refs).unwrap().unwrap();
+        let (y, _, _) = layer_norm_rows(&x.to_f64_vec().unwrap(), 3, 4, 1e-5, false);
+        let want = scale_bias(y, &[3, 4], Some(&scale), Some(&bias)).unwrap();
+        let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+        close(fast.as_slice::<f32>().unwrap(), &want);
+        // a scale that broadcasts otherwise takes the general path
+        let wide = t32(&[3, 1], &[1.0, 2.0, 3.0]);
+        let inputs = [Some(&x), Some(&wide)].map(|t| t.cloned().map(Value::Tensor));
+        let refs: Vec<Option<&Value>> = inputs.iter().map(Option::as_ref).collect();
+        assert!(layer_norm_f32(&x, 4, 1e-5, &refs).unwrap().is_none());
     }
 
     #[test]
