@@ -292,3 +292,52 @@ pub(crate) fn is_op(n: &Node, op: &str) -> bool {
 
 #[cfg(test)]
 pub(crate) mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use crate::{Session, SessionOptions};
+    use onyx_tensor::Value;
+
+    #[test]
+    fn levels_choose_the_passes_and_keep_the_results() {
+        let mut g = graph(
+            &["x"],
+            &["y"],
+            vec![
+                node("Neg", &["b0"], &["b"]),
+                node("MatMul", &["x", "w"], &["m"]),
+                node("Add", &["m", "b"], &["a"]),
+                node("Relu", &["a"], &["y"]),
+            ],
+        );
+        g.initializers = vec![
+            ("w".into(), f32s(&[3, 2], &vals(6, 9))),
+            ("b0".into(), f32s(&[2], &[0.5, -0.25])),
+        ];
+        let x = f32s(&[4, 3], &vals(12, 10));
+        let want = run_graph(&g, &[("x", x.clone())]);
+        let cases: [(OptLevel, &[&str]); 4] = [
+            (OptLevel::Disabled, &["Neg", "MatMul", "Add", "Relu"]),
+            (OptLevel::Basic, &["MatMul", "Add", "Relu"]),
+            (OptLevel::Extended, &["FusedMatMul"]),
+            (OptLevel::All, &["FusedMatMul"]),
+        ];
+        for (level, want_ops) in cases {
+            let options = SessionOptions {
+                opt_level: level,
+                ..SessionOptions::default()
+            };
+            let mut m = model(&g);
+            m.opsets.remove(ONYX_DOMAIN);
+            let s = Session::from_model(m, options).unwrap();
+            assert_eq!(ops(&s.model().graph), want_ops, "{level:?}");
+            let got = s.run(vec![("x".into(), Value::Tensor(x.clone()))]).unwrap();
+            let got: Vec<Tensor> = got.into_iter().filter_map(Value::into_tensor).collect();
+            assert_close(&got, &want);
+        }
+        assert_eq!("extended".parse::<OptLevel>(), Ok(OptLevel::Extended));
+        assert!("fast".parse::<OptLevel>().unwrap_err().contains("'fast'"));
+    }
+}
