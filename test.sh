@@ -11,6 +11,8 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
+# the conformance suite again with the graph optimisations off
+target/debug/onyx-conformance --opt-level disabled
 # the conformance suite again, every case through the `onyx` command line
 target/debug/onyx-conformance --cli target/debug/onyx
 crates/onyx-python/test.sh

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use onyx_core::passes::OptLevel;
 use onyx_core::test_data::{read_expected_outputs, read_inputs_dir};
 use onyx_core::{Session, SessionOptions};
 use onyx_tensor::{Data, Tensor, Value};
@@ -108,11 +109,12 @@ pub fn compare(expected: &Value, actual: &Value) -> Result<(), String> {
     }
 }
 
-/// How cases are run: through the Rust API, or through the `onyx` command
-/// line (`onyx run --inputs-dir SET --output-dir DIR --format pb MODEL`).
+/// How cases are run: through the Rust API with the given graph
+/// optimisations, or through the `onyx` command line (`onyx run
+/// --inputs-dir SET --output-dir DIR --format pb MODEL`, optimised).
 #[derive(Clone, Debug)]
 pub enum Runner {
-    Api,
+    Api(OptLevel),
     Cli(PathBuf),
 }
 
@@ -151,8 +153,14 @@ fn run_with_cli(
 }
 
 fn run_case_inner(case_dir: &Path, runner: &Runner) -> Outcome {
-    let session = match Session::from_file(&case_dir.join("model.onnx"), SessionOptions::default())
-    {
+    let options = SessionOptions {
+        opt_level: match runner {
+            Runner::Api(level) => *level,
+            Runner::Cli(_) => OptLevel::default(),
+        },
+        ..SessionOptions::default()
+    };
+    let session = match Session::from_file(&case_dir.join("model.onnx"), options) {
         Ok(s) => s,
         Err(e) => return Outcome::Errored(e.message),
     };
@@ -178,7 +186,7 @@ fn run_case_inner(case_dir: &Path, runner: &Runner) -> Outcome {
             Err(e) => return Outcome::Errored(e.message),
         };
         let actual = match runner {
-            Runner::Api => session.run(feeds).map_err(|e| e.message),
+            Runner::Api(_) => session.run(feeds).map_err(|e| e.message),
             Runner::Cli(onyx) => run_with_cli(onyx, &session, &case_dir.join("model.onnx"), &set),
         };
         let actual = match actual {

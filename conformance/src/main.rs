@@ -1,10 +1,12 @@
 //! `onyx-conformance`: runs the ONNX backend test data and reports.
 //!
 //! Usage: onyx-conformance [--data DIR] [--filter TEXT] [--suite NAME]... [--update]
-//!                         [--failures] [--cli PATH_TO_ONYX]
+//!                         [--failures] [--cli PATH_TO_ONYX] [--opt-level LEVEL]
 //!
 //! With --cli, every case runs through the `onyx` command line
 //! (`onyx run --inputs-dir ... --output-dir ... --format pb`) instead of the API.
+//! --opt-level (disabled, basic, extended, all; default all) sets the API
+//! sessions' graph optimisations.
 //! Without --update it checks the expected-pass list and exits non-zero on
 //! a regression. With --update it rewrites conformance/expected-pass.txt
 //! and conformance/RESULTS.md from this run.
@@ -13,6 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use onyx_conformance::{check_expected, run_suites, summary_table, Outcome, Runner, SUITES};
+use onyx_core::passes::OptLevel;
 
 fn main() -> ExitCode {
     let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -23,7 +26,7 @@ fn main() -> ExitCode {
     let mut suites: Vec<String> = Vec::new();
     let mut update = false;
     let mut show_failures = false;
-    let mut runner = Runner::Api;
+    let mut runner = Runner::Api(OptLevel::default());
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -32,6 +35,17 @@ fn main() -> ExitCode {
             "--suite" => suites.extend(args.next()),
             "--update" => update = true,
             "--failures" => show_failures = true,
+            "--opt-level" => match args.next().map(|l| l.parse::<OptLevel>()) {
+                Some(Ok(level)) => runner = Runner::Api(level),
+                Some(Err(e)) => {
+                    eprintln!("onyx-conformance: {e}");
+                    return ExitCode::from(2);
+                }
+                None => {
+                    eprintln!("onyx-conformance: --opt-level needs a level");
+                    return ExitCode::from(2);
+                }
+            },
             "--cli" => match args.next() {
                 Some(path) => runner = Runner::Cli(PathBuf::from(path)),
                 None => {

@@ -18,7 +18,13 @@ fn main() {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let results = run_suites(&data, &SUITES, "", threads, &Runner::Api);
+    let results = run_suites(
+        &data,
+        &SUITES,
+        "",
+        threads,
+        &Runner::Api(Default::default()),
+    );
     println!("{}", summary_table(&results));
     let expected: Vec<String> = std::fs::read_to_string(crate_dir.join("expected-pass.txt"))
         .expect("conformance/expected-pass.txt")

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use onyx_core::passes::OptLevel;
 use onyx_core::{NodeTime, Session};
 
 use crate::run::{random_feeds, session_options};
@@ -19,6 +20,7 @@ pub struct BenchArgs {
     pub dims: Vec<String>,
     /// Print where the timed runs spent their time, by operator type.
     pub profile: bool,
+    pub opt_level: OptLevel,
 }
 
 /// The `p`-th percentile (0..=100) of sorted values, by nearest rank.
@@ -47,8 +49,8 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     }
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let start = Instant::now();
-    let session =
-        Session::from_file(&args.model, session_options(args.threads)).map_err(|e| e.message)?;
+    let session = Session::from_file(&args.model, session_options(args.threads, args.opt_level))
+        .map_err(|e| e.message)?;
     let threads = session.threads();
     let load_ms = ms(start);
     let feeds = random_feeds(&session, &args.dims)?;
@@ -83,12 +85,18 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         percentile(&times, 90.0),
     );
     let peak = peak_rss_mib();
+    let nodes = session.model().graph.nodes.len();
+    let rewrites: Vec<String> = session
+        .rewrites()
+        .iter()
+        .map(|(pass, n)| format!("{pass} {n}"))
+        .collect();
     if args.json {
         let peak = peak.map_or("null".to_string(), |m| format!("{m:.1}"));
         println!(
             "{{\"model\": {}, \"load_ms\": {load_ms:.4}, \"first_run_ms\": {first_run_ms:.4}, \
              \"median_ms\": {median:.4}, \"p10_ms\": {p10:.4}, \"p90_ms\": {p90:.4}, \
-             \"runs\": {}, \"warmup\": {}, \"threads\": {}, \"peak_rss_mib\": {peak}}}",
+             \"runs\": {}, \"warmup\": {}, \"threads\": {}, \"nodes\": {nodes}, \"peak_rss_mib\": {peak}}}",
             json_string(&args.model.display().to_string()),
             args.runs,
             args.warmup,
@@ -99,6 +107,15 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         println!(
             "threads {}, runs {}, warmup {}",
             threads, args.runs, args.warmup
+        );
+        println!(
+            "opt level {:?}: {nodes} nodes; rewrites: {}",
+            args.opt_level,
+            if rewrites.is_empty() {
+                "none".to_string()
+            } else {
+                rewrites.join(", ")
+            }
         );
         println!("load {load_ms:.3} ms, first run {first_run_ms:.3} ms");
         println!("median {median:.3} ms, p10 {p10:.3} ms, p90 {p90:.3} ms");

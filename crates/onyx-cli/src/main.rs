@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use onyx_core::passes::OptLevel;
 
 #[derive(Parser)]
 #[command(name = "onyx", version, about = "Onyx: an ONNX runtime")]
@@ -54,6 +55,9 @@ enum Command {
         /// Threads a run may split its operators across (0: one per physical core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Graph optimisations: disabled, basic, extended or all.
+        #[arg(long, default_value = "all")]
+        opt_level: OptLevel,
     },
     /// Time a model on random inputs: load, first run, and the median, p10
     /// and p90 of repeated runs.
@@ -77,6 +81,9 @@ enum Command {
         /// Also print the time per operator type (from separate, profiled runs).
         #[arg(long)]
         profile: bool,
+        /// Graph optimisations: disabled, basic, extended or all.
+        #[arg(long, default_value = "all")]
+        opt_level: OptLevel,
     },
     /// Describe a model: versions, inputs and outputs, operators, parameters.
     Inspect { model: PathBuf },
@@ -104,6 +111,7 @@ fn main() -> ExitCode {
             format,
             dims,
             threads,
+            opt_level,
         } => run::run(&run::RunArgs {
             model,
             inputs,
@@ -112,6 +120,7 @@ fn main() -> ExitCode {
             format,
             dims,
             threads,
+            opt_level,
         }),
         Command::Bench {
             model,
@@ -121,6 +130,7 @@ fn main() -> ExitCode {
             json,
             dims,
             profile,
+            opt_level,
         } => bench::bench(&bench::BenchArgs {
             model,
             threads,
@@ -129,6 +139,7 @@ fn main() -> ExitCode {
             json,
             dims,
             profile,
+            opt_level,
         }),
         Command::Inspect { model } => inspect::inspect(&model),
         Command::Check { model } => inspect::check(&model),

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use onyx_core::ir::{Dim, TypeInfo, ValueInfo};
+use onyx_core::passes::OptLevel;
 use onyx_core::test_data::{read_inputs_dir, read_value_file, value_kind};
 use onyx_core::{Session, SessionOptions};
 use onyx_format::value_to_proto_bytes;
@@ -21,12 +22,15 @@ pub struct RunArgs {
     pub dims: Vec<String>,
     /// Threads for the session (0: one per physical core).
     pub threads: usize,
+    pub opt_level: OptLevel,
 }
 
-/// The session options the commands use: defaults, with `threads`.
-pub fn session_options(threads: usize) -> SessionOptions {
+/// The session options the commands use: defaults, with `threads` and the
+/// optimisation level.
+pub fn session_options(threads: usize, opt_level: OptLevel) -> SessionOptions {
     SessionOptions {
         threads,
+        opt_level,
         ..SessionOptions::default()
     }
 }
@@ -213,8 +217,8 @@ fn write_outputs(
 
 pub fn run(args: &RunArgs) -> Result<(), String> {
     let load_start = Instant::now();
-    let session =
-        Session::from_file(&args.model, session_options(args.threads)).map_err(|e| e.message)?;
+    let session = Session::from_file(&args.model, session_options(args.threads, args.opt_level))
+        .map_err(|e| e.message)?;
     let load_time = load_start.elapsed();
     let mut feeds = Vec::new();
     if let Some(dir) = &args.inputs_dir {

@@ -1407,20 +1407,27 @@ fn cases() -> Vec<Case> {
                 Src::Model(model(graph(
                     vec![node(
                         "Loop",
-                        &["n", ""],
-                        &[],
+                        &["n", "", "n"],
+                        &["last"],
                         vec![a_graph(
                             "body",
                             graph(
-                                vec![node("Identity", &["cond"], &["cond_out"], vec![])],
-                                vec![vi("i", INT64, Some(&[])), vi("cond", 9, Some(&[]))],
-                                vec![out("cond_out")],
+                                vec![
+                                    node("Identity", &["cond"], &["cond_out"], vec![]),
+                                    node("Identity", &["i"], &["i_out"], vec![]),
+                                ],
+                                vec![
+                                    vi("i", INT64, Some(&[])),
+                                    vi("cond", 9, Some(&[])),
+                                    vi("carried", INT64, Some(&[])),
+                                ],
+                                vec![out("cond_out"), out("i_out")],
                                 vec![],
                             ),
                         )],
                     )],
                     vec![],
-                    vec![out("n")],
+                    vec![out("last")],
                     vec![scalar_i64("n", BIG)],
                 ))),
                 LimitExceeded,

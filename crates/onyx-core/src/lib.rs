@@ -1,7 +1,7 @@
 //! Onyx's engine: the graph IR, operators, planner and executor, and the
 //! [`Session`] that the faces (the `onyx` command, later Python) use.
 //!
-//! A model flows `ir` (decoded graph) -> `plan` (ordered kernels with
+//! A model flows `ir` (decoded graph) -> `passes` (rewrites) -> `plan` (ordered kernels with
 //! resolved inputs and value lifetimes) -> `exec` (one run of a plan).
 #![forbid(unsafe_code)]
 
@@ -10,6 +10,7 @@ pub mod exec;
 pub mod ir;
 mod limits;
 pub mod ops;
+pub mod passes;
 pub mod plan;
 mod session;
 

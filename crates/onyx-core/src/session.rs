@@ -6,6 +6,7 @@ use onyx_tensor::{DType, Value};
 
 use crate::ir::{import_model_with, Dim, Model, TypeInfo, ValueInfo};
 use crate::ops::Registry;
+use crate::passes::{optimize, OptLevel, PassCounts};
 use crate::plan::{Plan, Planner};
 use crate::{Error, ErrorKind, Limits, Result};
 use onyx_kernels::ThreadPool;
@@ -26,6 +27,8 @@ pub struct SessionOptions {
     /// Threads one run may split an operator's work across: 0 (the default)
     /// means one per physical core, 1 keeps every run on its caller's thread.
     pub threads: usize,
+    /// How much the graph is rewritten before planning.
+    pub opt_level: OptLevel,
 }
 
 /// A model, checked and compiled once, ready to run many times, from many
@@ -36,6 +39,7 @@ pub struct Session {
     options: SessionOptions,
     /// The threads this session's runs split their operators across.
     pool: ThreadPool,
+    rewrites: PassCounts,
 }
 
 fn invalid_arg(msg: String) -> Error {
@@ -67,7 +71,8 @@ impl Session {
         Session::from_model(import_model_with(&proto, None, &options.limits)?, options)
     }
 
-    pub fn from_model(model: Model, options: SessionOptions) -> Result<Session> {
+    pub fn from_model(mut model: Model, options: SessionOptions) -> Result<Session> {
+        let rewrites = optimize(&mut model, options.opt_level, &options.limits);
         let planner = Planner {
             opsets: &model.opsets,
             registry: Registry::global(),
@@ -78,11 +83,18 @@ impl Session {
             plan,
             pool: ThreadPool::new(options.threads),
             options,
+            rewrites,
         })
     }
 
+    /// The model as run: after the optimisation passes.
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// How often each optimisation pass rewrote the graph.
+    pub fn rewrites(&self) -> &PassCounts {
+        &self.rewrites
     }
 
     /// The inputs a caller must or may feed: graph inputs without an initializer.

@@ -134,6 +134,13 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
+/// GELU's tanh form: x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const K: f32 = 0.797_884_6; // sqrt(2/pi)
+    0.5 * x * (1.0 + tanh(K * (x + 0.044_715 * x * x * x)))
+}
+
 /// GELU with the exact erf form: x/2 (1 + erf(x / sqrt 2)).
 #[inline(always)]
 pub fn gelu(x: f32) -> f32 {
@@ -180,6 +187,8 @@ pub enum Unary {
     Tanh,
     Sigmoid,
     Gelu,
+    /// GELU's tanh approximation (GPT-2's "gelu_new").
+    GeluTanh,
     /// max(x, 0), NaN kept.
     Relu,
 }
@@ -193,6 +202,7 @@ impl Unary {
             Unary::Tanh => tanh(x),
             Unary::Sigmoid => sigmoid(x),
             Unary::Gelu => gelu(x),
+            Unary::GeluTanh => gelu_tanh(x),
             Unary::Relu => relu(x),
         }
     }
@@ -223,6 +233,7 @@ fn map_slices(src: &[f32], dst: &mut [f32], op: Unary) {
         Unary::Tanh => each!(tanh),
         Unary::Sigmoid => each!(sigmoid),
         Unary::Gelu => each!(gelu),
+        Unary::GeluTanh => each!(gelu_tanh),
         Unary::Relu => each!(relu),
     }
 }
@@ -242,6 +253,7 @@ fn map_own(data: &mut [f32], op: Unary) {
         Unary::Tanh => each!(tanh),
         Unary::Sigmoid => each!(sigmoid),
         Unary::Gelu => each!(gelu),
+        Unary::GeluTanh => each!(gelu_tanh),
         Unary::Relu => each!(relu),
     }
 }
@@ -580,6 +592,10 @@ mod tests {
             let want = 1.0 / (1.0 + (-f64::from(*x)).exp());
             assert!((f64::from(*y) - want).abs() < 1e-7 * want.max(1e-30) + 1e-7);
         }
+        let t = f64::from(gelu_tanh(-0.7));
+        let k = (2.0 / std::f64::consts::PI).sqrt();
+        let want = 0.5 * -0.7 * (1.0 + (k * (-0.7 + 0.044715 * -0.343)).tanh());
+        assert!((t - want).abs() < 3e-7, "{t} vs {want}");
         let g = gelu(1.5);
         let want = 0.5 * 1.5 * (1.0 + erf_f64(1.5 / std::f64::consts::SQRT_2));
         assert!((f64::from(g) - want).abs() < 3e-7);

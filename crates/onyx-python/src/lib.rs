@@ -124,12 +124,18 @@ fn describe(py: Python<'_>, infos: Vec<&ValueInfo>) -> Vec<(String, String, PyOb
 impl NativeSession {
     /// Loads a model from a path (str or os.PathLike) or from `bytes`; a
     /// run splits its operators across `threads` threads (0: one per
-    /// physical core).
+    /// physical core); `opt_level` is disabled, basic, extended or all.
     #[new]
-    #[pyo3(signature = (model, threads = 0))]
-    fn new(py: Python<'_>, model: &Bound<'_, PyAny>, threads: usize) -> PyResult<Self> {
+    #[pyo3(signature = (model, threads = 0, opt_level = "all"))]
+    fn new(
+        py: Python<'_>,
+        model: &Bound<'_, PyAny>,
+        threads: usize,
+        opt_level: &str,
+    ) -> PyResult<Self> {
         let options = SessionOptions {
             threads,
+            opt_level: opt_level.parse().map_err(InvalidArgument::new_err)?,
             ..SessionOptions::default()
         };
         let session = if let Ok(b) = model.downcast::<PyBytes>() {

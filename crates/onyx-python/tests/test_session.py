@@ -446,3 +446,31 @@ def test_zipmap_gives_a_list_of_dicts():
         {10: float(probs[0, 0]), 20: float(probs[0, 1]), 30: float(probs[0, 2])},
         {10: float(probs[1, 0]), 20: float(probs[1, 1]), 30: float(probs[1, 2])},
     ]
+
+
+def test_graph_optimization_levels_give_the_same_results():
+    # MatMul + Add + Relu, which the optimised session fuses
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((4, 3)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    model = make_model(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["m"]),
+            helper.make_node("Add", ["m", "b"], ["a"]),
+            helper.make_node("Relu", ["a"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    want = np.maximum(x @ w + b, 0)
+    for level in onyx.GraphOptimizationLevel:
+        so = onyx.SessionOptions()
+        so.graph_optimization_level = level
+        (y,) = onyx.InferenceSession(model, sess_options=so).run(None, {"x": x})
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+    so = onyx.SessionOptions()
+    so.graph_optimization_level = 7
+    with pytest.raises(onyx.InvalidArgument, match="graph_optimization_level"):
+        onyx.InferenceSession(model, sess_options=so)

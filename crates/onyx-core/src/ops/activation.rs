@@ -74,11 +74,7 @@ fn softplus(x: f64) -> f64 {
     }
 }
 
-fn gelu(x: f64) -> f64 {
-    // elementwise::erf never returns for 0 (its series stops on a relative test)
-    if x == 0.0 {
-        return 0.0;
-    }
+pub(crate) fn gelu(x: f64) -> f64 {
     0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))
 }
 
@@ -301,6 +297,16 @@ fn swiglu(a: &Tensor, b: &Tensor, alpha: f64) -> OpResult<Tensor> {
     super::elementwise::binary(super::elementwise::BinOp::Mul, &gate, b)
 }
 
+fn build_gelu(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    match ctx.node.attr_string("approximate")?.as_deref() {
+        None | Some("none") => float_kernel_vectorised(Unary::Gelu, gelu),
+        Some("tanh") => float_kernel_vectorised(Unary::GeluTanh, gelu_tanh),
+        Some(other) => Err(op_err!(
+            "attribute 'approximate' should be \"none\" or \"tanh\" but is \"{other}\""
+        )),
+    }
+}
+
 pub fn register(r: &mut Registry) {
     r.add("", "Relu", |_| {
         Ok(Box::new(|_: &super::RunCtx, inputs: &[Option<&Value>]| {
@@ -313,15 +319,9 @@ pub fn register(r: &mut Registry) {
     r.add("", "Tanh", |_| {
         float_kernel_vectorised(Unary::Tanh, f64::tanh)
     });
-    r.add("", "Gelu", |ctx| {
-        match ctx.node.attr_string("approximate")?.as_deref() {
-            None | Some("none") => float_kernel_vectorised(Unary::Gelu, gelu),
-            Some("tanh") => float_kernel(gelu_tanh),
-            Some(other) => Err(op_err!(
-                "attribute 'approximate' should be \"none\" or \"tanh\" but is \"{other}\""
-            )),
-        }
-    });
+    r.add("", "Gelu", build_gelu);
+    // the passes' fused Gelu, for opsets before 20 that lack the standard one
+    r.add(crate::passes::ONYX_DOMAIN, "Gelu", build_gelu);
     r.add("", "LeakyRelu", |ctx| {
         let alpha = fattr(ctx, "alpha", 0.01)?;
         float_kernel(move |x| if x < 0.0 { alpha * x } else { x })

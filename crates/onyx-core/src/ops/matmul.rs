@@ -15,7 +15,7 @@ use onyx_tensor::{
     Elem, Tensor, Value,
 };
 
-use onyx_kernels::{sgemm, Epilogue, MatRef, PackedB};
+use onyx_kernels::{sgemm, Act, Epilogue, MatRef, PackedB};
 
 use super::cast::cast_tensor;
 use super::elementwise::Arith;
@@ -162,13 +162,19 @@ fn gemm_err(e: onyx_kernels::GemmError) -> crate::ops::OpError {
 /// The planned f32 product through the packed GEMM kernels. `packed` is B
 /// packed ahead of time (a constant weight); otherwise B is packed here, once
 /// when every batch shares it.
-fn mm_f32_fast(a: &[f32], b: &[f32], p: &MmPlan, packed: Option<&PackedB>) -> OpResult<Vec<f32>> {
+/// `epi` is applied to every batch's product.
+fn mm_f32_fast(
+    a: &[f32],
+    b: &[f32],
+    p: &MmPlan,
+    packed: Option<&PackedB>,
+    epi: &Epilogue,
+) -> OpResult<Vec<f32>> {
     let (m, k, n) = (p.m, p.k, p.n);
     let mut out = vec![0.0f32; p.pairs.len() * m * n];
     if m * n == 0 {
         return Ok(out);
     }
-    let none = Epilogue::default();
     let a_mat = |oa: usize, rows: usize| -> OpResult<MatRef> {
         let am = a
             .get(oa..oa + rows * k)
@@ -199,17 +205,17 @@ fn mm_f32_fast(a: &[f32], b: &[f32], p: &MmPlan, packed: Option<&PackedB>) -> Op
             .all(|(i, &(oa, _))| oa == i * m * k);
         if a_dense {
             let rows = p.pairs.len() * m;
-            return sgemm(a_mat(0, rows)?, pb, &mut out, n, false, &none)
+            return sgemm(a_mat(0, rows)?, pb, &mut out, n, false, epi)
                 .map(|_| out)
                 .map_err(gemm_err);
         }
         for (o, &(oa, _)) in out.chunks_mut(m * n).zip(&p.pairs) {
-            sgemm(a_mat(oa, m)?, pb, o, n, false, &none).map_err(gemm_err)?;
+            sgemm(a_mat(oa, m)?, pb, o, n, false, epi).map_err(gemm_err)?;
         }
         return Ok(out);
     }
     for (o, &(oa, ob)) in out.chunks_mut(m * n).zip(&p.pairs) {
-        sgemm(a_mat(oa, m)?, &b_packed(ob)?, o, n, false, &none).map_err(gemm_err)?;
+        sgemm(a_mat(oa, m)?, &b_packed(ob)?, o, n, false, epi).map_err(gemm_err)?;
     }
     Ok(out)
 }
@@ -263,7 +269,7 @@ fn matmul_packed(
         // f32 and f64 multiply natively, as numpy does
         Data::F32(x) => {
             let y = b.as_slice::<f32>()?;
-            let v = mm_f32_fast(x, y, &p, packed)?;
+            let v = mm_f32_fast(x, y, &p, packed, &Epilogue::default())?;
             Ok(Tensor::from_vec(p.out_shape, v)?)
         }
         Data::F64(x) => {
@@ -284,6 +290,60 @@ fn matmul_packed(
         Data::U64(x) => mm_typed(x, b, &p, dt),
         _ => Err(op_err!("MatMul does not support element type {dt}")),
     }
+}
+
+/// `com.onyx::FusedMatMul(A, B, bias)`, made by the passes from MatMul by a
+/// constant 2-D f32 B, Add of a bias per column, and optionally an
+/// `activation` (Relu or Gelu). The GEMM's epilogue adds the bias and
+/// applies ReLU; Gelu runs over the result after.
+fn build_fused_matmul(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
+    let (act, gelu) = match ctx.node.attr_string("activation")?.as_deref() {
+        None => (Act::None, false),
+        Some("Relu") => (Act::Relu, false),
+        Some("Gelu") => (Act::None, true),
+        Some(other) => return Err(op_err!("unknown activation '{other}'")),
+    };
+    let packed = pack_weight(ctx.const_input(1));
+    Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
+        let (a, b, bias) = (
+            tensor_in(inputs, 0)?,
+            tensor_in(inputs, 1)?,
+            tensor_in(inputs, 2)?,
+        );
+        let (Ok(av), Ok(bv), Ok(biasv)) = (
+            a.as_slice::<f32>(),
+            b.as_slice::<f32>(),
+            bias.as_slice::<f32>(),
+        ) else {
+            return Err(op_err!(
+                "operands must be float tensors, got {}, {} and {}",
+                a.dtype(),
+                b.dtype(),
+                bias.dtype()
+            ));
+        };
+        if b.rank() != 2 || bias.shape() != [b.shape()[1]] {
+            return Err(op_err!(
+                "B must be a matrix and the bias one value per column, got shapes {:?} and {:?}",
+                b.shape(),
+                bias.shape()
+            ));
+        }
+        let check = |n, s| ctx.check_alloc(n, s);
+        let p = mm_plan(&check, a.shape(), b.shape())?;
+        check(count(&p.out_shape)?, 4)?;
+        let epi = Epilogue {
+            col_bias: Some(biasv),
+            act,
+            ..Epilogue::default()
+        };
+        let mut out = mm_f32_fast(av, bv, &p, packed.as_ref(), &epi)?;
+        if gelu {
+            out.iter_mut()
+                .for_each(|x| *x = super::activation::gelu(f64::from(*x)) as f32);
+        }
+        one(Tensor::from_vec(p.out_shape, out)?)
+    }))
 }
 
 // ---------------------------------------------------------------------------
@@ -1449,6 +1509,11 @@ pub fn register(r: &mut Registry) {
         }))
     });
     r.add("", "Gemm", build_gemm);
+    r.add(
+        crate::passes::ONYX_DOMAIN,
+        "FusedMatMul",
+        build_fused_matmul,
+    );
     r.add("", "Einsum", build_einsum);
     r.add("", "MatMulInteger", build_matmul_integer);
     r.add("", "Det", |_| {
@@ -1506,12 +1571,12 @@ mod tests {
             let b = vals(sb.iter().product(), 2);
             let p = mm_plan(&no_limit, sa, sb).unwrap();
             let want = mm_run(&a, &b, &p, 0.0f32, |acc, x, y| acc + x * y).unwrap();
-            let mut got = vec![mm_f32_fast(&a, &b, &p, None).unwrap()];
+            let mut got = vec![mm_f32_fast(&a, &b, &p, None, &Epilogue::default()).unwrap()];
             // a weight packed ahead of time gives the same result
             if sb.len() <= 2 {
                 let bt = t32(sb, &b);
                 let pb = pack_weight(Some(&bt)).unwrap();
-                got.push(mm_f32_fast(&a, &b, &p, Some(&pb)).unwrap());
+                got.push(mm_f32_fast(&a, &b, &p, Some(&pb), &Epilogue::default()).unwrap());
             }
             for g in got {
                 assert_eq!(g.len(), want.len(), "{sa:?} x {sb:?}");

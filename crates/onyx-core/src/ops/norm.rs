@@ -213,6 +213,7 @@ fn build_layer_norm(ctx: &BuildCtx, rms: bool) -> OpResult<Box<dyn Kernel>> {
         .and_then(DType::from_onnx)
         .filter(|d| d.is_float())
         .ok_or_else(|| op_err!("stash_type {stash} is not a float type"))?;
+    // only Y wanted: the f32 fast path may serve
     Ok(Box::new(move |_: &RunCtx, inputs: &[Option<&Value>]| {
         let x = tensor_in(inputs, 0)?;
         let a = norm_axis(axis, x.rank())?;
@@ -661,6 +662,33 @@ mod tests {
         let s = (1.5f64).sqrt();
         assert!((y[0] + s).abs() < 1e-4 && y[1].abs() < 1e-12 && (y[2] - s).abs() < 1e-4);
         assert_eq!(&y[3..], &[0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn f32_layer_norm_matches_the_f64_path() {
+        let x = t32(
+            &[3, 4],
+            &[1.0, -2.0, 0.5, 4.0, 3.0, 3.0, 3.0, 3.5, -1.0, 0.0, 1.0, 2.0],
+        );
+        let scale = t32(&[4], &[1.0, 0.5, -2.0, 3.0]);
+        let bias = t32(&[4], &[0.0, 0.1, 0.2, -0.3]);
+        let inputs = [Some(&x), Some(&scale), Some(&bias)].map(|t| t.cloned().map(Value::Tensor));
+        let refs: Vec<Option<&Value>> = inputs.iter().map(Option::as_ref).collect();
+        let fast = layer_norm_f32(&refs, &x, 1, 4, 1e-5, DType::Float)
+            .unwrap()
+            .unwrap();
+        let fast = fast[0].as_tensor().unwrap();
+        let (y, _, _) = layer_norm_rows(&x.to_f64_vec().unwrap(), 3, 4, 1e-5, false);
+        let want = scale_bias(y, &[3, 4], Some(&scale), Some(&bias)).unwrap();
+        let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+        close(fast.as_slice::<f32>().unwrap(), &want);
+        // a scale that broadcasts otherwise takes the general path
+        let wide = t32(&[3, 1], &[1.0, 2.0, 3.0]);
+        let inputs = [Some(&x), Some(&wide)].map(|t| t.cloned().map(Value::Tensor));
+        let refs: Vec<Option<&Value>> = inputs.iter().map(Option::as_ref).collect();
+        assert!(layer_norm_f32(&refs, &x, 1, 4, 1e-5, DType::Float)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

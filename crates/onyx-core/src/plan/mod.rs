@@ -117,7 +117,7 @@ fn node_reads(n: &Node) -> Vec<String> {
 }
 
 /// Orders nodes so that each comes after the producers of what it reads.
-fn topo_order(g: &Graph) -> Result<Vec<usize>> {
+pub(crate) fn topo_order(g: &Graph) -> Result<Vec<usize>> {
     let mut producer: HashMap<&str, usize> = HashMap::new();
     for (i, n) in g.nodes.iter().enumerate() {
         for o in n.outputs.iter().filter(|o| !o.is_empty()) {
@@ -175,7 +175,7 @@ impl Planner<'_> {
         self.build(g, true)
     }
 
-    fn build_kernel(
+    pub(crate) fn build_kernel(
         &self,
         node: &Node,
         const_inputs: &[Option<&Value>],

@@ -73,13 +73,27 @@ def get_device() -> str:
 
 
 class GraphOptimizationLevel(enum.IntEnum):
-    """How much a session may rewrite the graph (Onyx runs it as imported)."""
+    """How much a session may rewrite the graph before running it."""
 
     ORT_DISABLE_ALL = 0
     ORT_ENABLE_BASIC = 1
     ORT_ENABLE_EXTENDED = 2
     ORT_ENABLE_LAYOUT = 3
     ORT_ENABLE_ALL = 99
+
+
+def _opt_level_name(level: Any) -> str:
+    """The native level for an onnxruntime GraphOptimizationLevel (layout
+    optimisations have no separate level in Onyx: they count as all)."""
+    try:
+        level = GraphOptimizationLevel(int(level))
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"unknown graph_optimization_level {level!r}") from None
+    return {
+        GraphOptimizationLevel.ORT_DISABLE_ALL: "disabled",
+        GraphOptimizationLevel.ORT_ENABLE_BASIC: "basic",
+        GraphOptimizationLevel.ORT_ENABLE_EXTENDED: "extended",
+    }.get(level, "all")
 
 
 class ExecutionMode(enum.IntEnum):
@@ -429,6 +443,7 @@ class InferenceSession:
         self._native = _onyx.NativeSession(
             self._model_bytes if self._model_bytes is not None else self._model_path,
             threads,
+            _opt_level_name(self._sess_options.graph_optimization_level),
         )
         self._inputs = [NodeArg(*t) for t in self._native.inputs()]
         self._outputs = [NodeArg(*t) for t in self._native.outputs()]
@@ -464,7 +479,7 @@ class InferenceSession:
         return [_CPU]
 
     def _write_optimized(self, path: str) -> None:
-        # Onyx runs the graph as imported: the optimised model is the model.
+        # the model as given: the rewritten graph is not written back yet
         if self._model_bytes is not None:
             data = self._model_bytes
         else:
