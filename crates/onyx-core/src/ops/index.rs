@@ -99,14 +99,27 @@ fn gather(lim: &Limits, t: &Tensor, idx: &Tensor, axis: i64) -> OpResult<Tensor>
     out_shape.extend_from_slice(&shape[axis + 1..]);
     let n = checked_numel(&out_shape)?;
     lim.check_tensor(n, t.dtype().size_in_memory())?;
-    let mut src = Vec::with_capacity(n);
-    for o in 0..outer {
-        for &k in &ind {
-            let base = (o * dim + k) * inner;
-            src.extend(base..base + inner);
+    // each index picks a block of `inner` contiguous elements; the indices
+    // are in range (norm_index), so every block lies inside `t`
+    fn blocks<T: Elem>(
+        v: &[T],
+        outer: usize,
+        dim: usize,
+        inner: usize,
+        ind: &[usize],
+        n: usize,
+    ) -> Data {
+        let mut out = Vec::with_capacity(n);
+        for o in 0..outer {
+            for &k in ind {
+                let base = (o * dim + k) * inner;
+                out.extend_from_slice(&v[base..base + inner]);
+            }
         }
+        T::into_data(out)
     }
-    take_flat(lim, t, out_shape, src)
+    let data = with_data!(t.data(), v => blocks(v, outer, dim, inner, &ind, n));
+    Ok(Tensor::new(t.dtype(), out_shape, data)?)
 }
 
 /// Checks that `idx` has `t`'s rank and fits inside it on every axis but `axis`.
