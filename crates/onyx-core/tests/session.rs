@@ -194,3 +194,89 @@ fn profiled_runs_time_every_node_and_compute_the_same() {
     // a bad input fails the same way as in a plain run
     assert!(s.run_profiled(vec![]).is_err());
 }
+
+/// A Gradient node of `y` with respect to `xs`, outputs `d<x>`.
+fn gradient_node(xs: &[&str], y: &str) -> NodeProto {
+    use onyx_format::onnx::AttributeProto;
+    let outputs: Vec<String> = xs.iter().map(|x| format!("d{x}")).collect();
+    let outputs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    let mut n = node("Gradient", xs, &outputs);
+    n.domain = Some("ai.onnx.preview.training".into());
+    n.attribute = vec![
+        AttributeProto {
+            name: Some("xs".into()),
+            r#type: Some(8), // STRINGS
+            strings: xs.iter().map(|x| x.as_bytes().to_vec()).collect(),
+            ..Default::default()
+        },
+        AttributeProto {
+            name: Some("y".into()),
+            r#type: Some(3), // STRING
+            s: Some(y.as_bytes().to_vec()),
+            ..Default::default()
+        },
+    ];
+    n
+}
+
+#[test]
+fn gradient_differentiates_broadcast_products_and_quotients() {
+    // y = a * b / c with a [2, 3], b [3] (broadcast), c a scalar; the
+    // gradient is that of sum(y)
+    let model = ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![
+            OperatorSetIdProto {
+                domain: None,
+                version: Some(17),
+            },
+            OperatorSetIdProto {
+                domain: Some("ai.onnx.preview.training".into()),
+                version: Some(1),
+            },
+        ],
+        graph: Some(GraphProto {
+            node: vec![
+                node("Mul", &["a", "b"], &["ab"]),
+                node("Div", &["ab", "c"], &["y"]),
+                gradient_node(&["a", "b", "c"], "y"),
+            ],
+            input: vec![float_info("a"), float_info("b"), float_info("c")],
+            output: vec![float_info("da"), float_info("db"), float_info("dc")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let s = Session::from_bytes(&encode_model(&model), SessionOptions::default()).unwrap();
+    let a = [1f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let b = [0.5f32, -1.0, 2.0];
+    let c = 4f32;
+    let out = s
+        .run(vec![
+            (
+                "a".into(),
+                Tensor::from_vec(vec![2, 3], a.to_vec()).unwrap().into(),
+            ),
+            (
+                "b".into(),
+                Tensor::from_vec(vec![3], b.to_vec()).unwrap().into(),
+            ),
+            ("c".into(), Tensor::scalar(c).into()),
+        ])
+        .unwrap();
+    let get = |i: usize| {
+        out[i]
+            .as_tensor()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec()
+    };
+    let da: Vec<f32> = (0..6).map(|i| b[i % 3] / c).collect();
+    let db: Vec<f32> = (0..3).map(|j| (a[j] + a[j + 3]) / c).collect();
+    let dc = -(0..6).map(|i| a[i] * b[i % 3]).sum::<f32>() / (c * c);
+    assert_eq!(out[0].as_tensor().unwrap().shape(), &[2, 3]);
+    assert_eq!(get(0), da);
+    assert_eq!(get(1), db);
+    assert!((get(2)[0] - dc).abs() < 1e-6, "{:?} vs {dc}", get(2));
+}
