@@ -52,6 +52,8 @@ impl Session {
         let (proto, dir) = load_model(path, &options.load_limits)?;
         let dir = ExternalDataDir::new(dir);
         let model = import_model_with(&proto, Some(&dir), &options.limits)?;
+        // the decoded file is no longer needed: free it before planning
+        drop(proto);
         Session::from_model(model, options)
     }
 
@@ -68,7 +70,9 @@ impl Session {
             ));
         }
         let proto = decode_model(bytes)?;
-        Session::from_model(import_model_with(&proto, None, &options.limits)?, options)
+        let model = import_model_with(&proto, None, &options.limits)?;
+        drop(proto);
+        Session::from_model(model, options)
     }
 
     pub fn from_model(mut model: Model, options: SessionOptions) -> Result<Session> {
@@ -77,7 +81,9 @@ impl Session {
             opsets: &model.opsets,
             registry: Registry::global(),
         };
-        let plan = planner.plan(&model.graph)?;
+        // the plan takes the initializers over
+        let initializers = std::mem::take(&mut model.graph.initializers);
+        let plan = planner.plan(&model.graph, initializers)?;
         Ok(Session {
             model,
             plan,
@@ -87,7 +93,8 @@ impl Session {
         })
     }
 
-    /// The model as run: after the optimisation passes.
+    /// The model as run: after the optimisation passes, without the data of
+    /// its initializers (the plan holds those).
     pub fn model(&self) -> &Model {
         &self.model
     }

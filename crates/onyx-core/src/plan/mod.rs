@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use onyx_tensor::Value;
+use onyx_tensor::{Tensor, Value};
 
 use crate::ir::{Graph, Node, ValueInfo};
 use crate::ops::{BuildCtx, Kernel, Registry};
@@ -167,12 +167,14 @@ pub(crate) fn topo_order(g: &Graph) -> Result<Vec<usize>> {
 }
 
 impl Planner<'_> {
-    pub(crate) fn plan(&self, g: &Graph) -> Result<Plan> {
-        self.build(g, false)
+    /// Plans the main graph. Its initializers come separately, by value, so
+    /// that the plan takes them over instead of holding a second copy.
+    pub(crate) fn plan(&self, g: &Graph, initializers: Vec<(String, Tensor)>) -> Result<Plan> {
+        self.build(g, initializers, false)
     }
 
     pub(crate) fn subplan(&self, g: &Graph) -> Result<Plan> {
-        self.build(g, true)
+        self.build(g, g.initializers.clone(), true)
     }
 
     pub(crate) fn build_kernel(
@@ -222,13 +224,18 @@ impl Planner<'_> {
         })
     }
 
-    fn build(&self, g: &Graph, is_subgraph: bool) -> Result<Plan> {
+    fn build(
+        &self,
+        g: &Graph,
+        initializers: Vec<(String, Tensor)>,
+        is_subgraph: bool,
+    ) -> Result<Plan> {
         let mut names: HashMap<String, Source> = HashMap::new();
         let mut consts = Vec::new();
-        let mut const_of: HashMap<&str, usize> = HashMap::new();
-        for (name, t) in &g.initializers {
+        let mut const_of: HashMap<String, usize> = HashMap::new();
+        for (name, t) in initializers {
             const_of.insert(name, consts.len());
-            consts.push(Value::Tensor(t.clone()));
+            consts.push(Value::Tensor(t));
         }
         let mut slot_count = 0;
         let mut inputs = Vec::new();
