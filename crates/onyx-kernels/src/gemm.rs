@@ -393,7 +393,7 @@ pub struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
-    fn check(&self, m: usize, n: usize) -> Result<(), GemmError> {
+    pub(crate) fn check(&self, m: usize, n: usize) -> Result<(), GemmError> {
         if let Some(b) = self.row_bias {
             if b.len() != m {
                 return err(format!("row bias has {} values for {m} rows", b.len()));
@@ -419,7 +419,7 @@ impl Epilogue<'_> {
     }
 
     /// The epilogue of rows `i0..i0+rows` of C, as for a product of those rows alone.
-    fn rows(&self, i0: usize, rows: usize) -> Self {
+    pub(crate) fn rows(&self, i0: usize, rows: usize) -> Self {
         Epilogue {
             row_bias: self.row_bias.map(|r| &r[i0..i0 + rows]),
             addend: self.addend.map(|z| z.sub_rows(i0, rows)),
@@ -435,7 +435,15 @@ impl Epilogue<'_> {
     }
 
     /// Applies the epilogue to rows `i0..i0+rows`, columns `j0..j0+cols` of C.
-    fn apply(&self, c: &mut [f32], ldc: usize, i0: usize, rows: usize, j0: usize, cols: usize) {
+    pub(crate) fn apply(
+        &self,
+        c: &mut [f32],
+        ldc: usize,
+        i0: usize,
+        rows: usize,
+        j0: usize,
+        cols: usize,
+    ) {
         if self.is_identity() {
             return;
         }
@@ -551,7 +559,14 @@ pub fn sgemm(
 }
 
 /// The blocked product on the calling thread; sizes already checked.
-fn run_blocks(a: MatRef, b: &PackedB, c: &mut [f32], ldc: usize, accumulate: bool, epi: &Epilogue) {
+pub(crate) fn run_blocks(
+    a: MatRef,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    epi: &Epilogue,
+) {
     let (m, k, n) = (a.rows, a.cols, b.n);
     let isa = b.isa;
     let (mr, nr) = isa.tile();
