@@ -1,20 +1,25 @@
-"""Side-by-side latency of Onyx and ONNX Runtime on small generated models.
+"""Side-by-side latency of Onyx and ONNX Runtime.
 
-Usage (after bench/setup.sh and `cargo build --release -p onyx-cli`):
+Usage (after bench/setup.sh [--torch] and `cargo build --release -p onyx-cli`):
 
     bench/.venv/bin/python bench/compare.py [--threads 1 2] [--runs 30] [--rounds 3]
-                                            [--write BENCHMARKS.md]
+                                            [--only NAME ...] [--write BENCHMARKS.md]
 
-The models are built here with onnx.helper from fixed seeds (opset 17), so
-the comparison needs no downloads beyond the pinned packages. For each model
-the script first checks that both runtimes agree on one input (max relative
+Two sets of models: small ones built here with onnx.helper from fixed seeds
+(opset 17), and the reference models that bench/export_models.py exports
+from torch into bench/models (MLP, MobileNetV2, ResNet-50, BERT-base,
+GPT-2, ViT-B/16; `bench/setup.sh --torch` makes them). For each model the
+script first checks that both runtimes agree on one input (max relative
 error), then times them in alternating rounds: one `onyx bench --json`
-process, then the same number of ONNX Runtime runs in a fresh Python process (so
-neither runtime's idle threads linger into the other's turn). Each
-round's median is kept and the median of those is reported.
+process, then the same number of ONNX Runtime runs in a fresh Python
+process (so neither runtime's idle threads linger into the other's turn).
+Each round's median is kept and the median of those is reported. Load time
+and peak resident memory come from separate processes that load the model
+and run it once.
 """
 
 import argparse
+import glob
 import json
 import os
 import subprocess
@@ -28,6 +33,16 @@ from onnx import TensorProto, helper, numpy_helper
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONYX = os.path.join(ROOT, "target", "release", "onyx")
+MODELS_DIR = os.path.join(ROOT, "bench", "models")
+# titles of the models export_models.py writes, in the order of the table
+EXPORTED = {
+    "mlp": "MLP 3x Linear(256), torch, batch 1",
+    "mobilenetv2": "MobileNetV2 224, batch 1",
+    "resnet50": "ResNet-50 224, batch 1",
+    "bert": "BERT-base, seq 128",
+    "gpt2": "GPT-2 small, seq 128, no cache",
+    "vit": "ViT-B/16 224",
+}
 
 
 def linear_stack(name, batch, width, layers, rng):
@@ -50,7 +65,7 @@ def linear_stack(name, batch, width, layers, rng):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, width])],
         inits,
     )
-    return graph, {"x": (batch, width)}
+    return graph
 
 
 def ffn(name, seq, hidden, inner, rng):
@@ -74,7 +89,7 @@ def ffn(name, seq, hidden, inner, rng):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, seq, hidden])],
         inits,
     )
-    return graph, {"x": (1, seq, hidden)}
+    return graph
 
 
 def convnet(name, rng):
@@ -101,26 +116,64 @@ def convnet(name, rng):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 128, 56, 56])],
         inits,
     )
-    return graph, {"x": (1, 32, 56, 56)}
+    return graph
 
 
-def models(outdir):
+def models(outdir, only):
+    """(title, name, path) of every model to compare: the generated ones,
+    then those export_models.py wrote."""
     rng = np.random.default_rng(0)
     specs = [
-        ("MLP 3x Linear(256), batch 1", "mlp256", linear_stack("mlp256", 1, 256, 3, rng)),
-        ("MLP 3x Linear(1024), batch 64", "mlp1024", linear_stack("mlp1024", 64, 1024, 3, rng)),
-        ("FFN 768-3072-768, seq 128", "ffn", ffn("ffn", 128, 768, 3072, rng)),
-        ("Conv 3x3/3x3/1x1, 32x56x56", "convnet", convnet("convnet", rng)),
+        ("MLP 3x Linear(256), batch 1", "mlp256", lambda: linear_stack("mlp256", 1, 256, 3, rng)),
+        ("MLP 3x Linear(1024), batch 64", "mlp1024", lambda: linear_stack("mlp1024", 64, 1024, 3, rng)),
+        ("FFN 768-3072-768, seq 128", "ffn", lambda: ffn("ffn", 128, 768, 3072, rng)),
+        ("Conv 3x3/3x3/1x1, 32x56x56", "convnet", lambda: convnet("convnet", rng)),
     ]
     out = []
-    for title, stem, (graph, inputs) in specs:
+    for title, stem, make in specs:
+        if only and stem not in only:
+            continue
+        graph = make()
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
         onnx.checker.check_model(model)
         path = os.path.join(outdir, stem + ".onnx")
         onnx.save(model, path)
-        out.append((title, path, inputs))
+        out.append((title, stem, path))
+    for stem, title in EXPORTED.items():
+        path = os.path.join(MODELS_DIR, stem + ".onnx")
+        if os.path.exists(path) and (not only or stem in only):
+            out.append((title, stem, path))
     return out
+
+
+NP_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def make_feeds(path, seed):
+    """One input per graph input, from ONNX Runtime's view of the model:
+    floats uniform in [-1, 1); integer ids below 1000; masks all ones."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for arg in ort_session(path, 1).get_inputs():
+        shape = [d if isinstance(d, int) else 1 for d in arg.shape]
+        dtype = NP_TYPES[arg.type]
+        if dtype == np.float32:
+            feeds[arg.name] = rng.uniform(-1, 1, shape).astype(dtype)
+        elif "mask" in arg.name.lower():
+            feeds[arg.name] = np.ones(shape, dtype)
+        else:
+            feeds[arg.name] = rng.integers(0, 1000, shape).astype(dtype)
+    return feeds
+
+
+def save_feeds(feeds, workdir, tag):
+    paths = {}
+    for n, v in feeds.items():
+        f = os.path.join(workdir, f"{tag}_{n}.npy")
+        np.save(f, v)
+        paths[n] = f
+    return paths
 
 
 def ort_session(path, threads):
@@ -131,14 +184,11 @@ def ort_session(path, threads):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
-def agreement(path, inputs, workdir):
-    """Max relative error between Onyx and ONNX Runtime on one random input."""
-    rng = np.random.default_rng(1)
-    feeds = {n: rng.uniform(-1, 1, s).astype(np.float32) for n, s in inputs.items()}
+def agreement(path, feed_paths, workdir):
+    """Max relative error between Onyx and ONNX Runtime on one input."""
+    feeds = {n: np.load(f) for n, f in feed_paths.items()}
     args = [ONYX, "run", path]
-    for n, v in feeds.items():
-        f = os.path.join(workdir, n + ".npy")
-        np.save(f, v)
+    for n, f in feed_paths.items():
         args += ["--input", f"{n}={f}"]
     outdir = os.path.join(workdir, "out")
     subprocess.run(args + ["--output-dir", outdir], check=True, capture_output=True)
@@ -146,16 +196,32 @@ def agreement(path, inputs, workdir):
     worst = 0.0
     for k, w in enumerate(want):
         got = np.load(os.path.join(outdir, f"output_{k}.npy"))
-        err = np.abs(got - w) / np.maximum(np.abs(w), 1e-3)
-        worst = max(worst, float(err.max()))
+        if got.shape != w.shape:
+            return float("inf")
+        # relative to the output's scale: random weights can leave outputs
+        # near 1e-9, where an elementwise ratio would measure nothing
+        scale = float(np.abs(w).max()) if w.size else 0.0
+        err = float(np.abs(got - w).max()) / scale if scale > 0 else float(np.abs(got - w).max())
+        worst = max(worst, err)
     return worst
 
 
-def time_ort(path, inputs, threads, runs, warmup):
+def peak_rss_mib():
+    """This process's peak resident memory (Linux's VmHWM). Each process
+    reports its own: a parent cannot read it from the child's rusage, which
+    counts the parent's own peak from before the exec."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return None
+
+
+def time_ort(path, feed_paths, threads, runs, warmup):
     """ONNX Runtime's median in a fresh process, as Onyx's is: its idle
     worker threads spin after a run, and must not linger into Onyx's turn."""
     out = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--ort-worker", path, json.dumps(inputs),
+        [sys.executable, os.path.abspath(__file__), "--ort-worker", path, json.dumps(feed_paths),
          str(threads), str(runs), str(warmup)],
         check=True,
         capture_output=True,
@@ -164,14 +230,13 @@ def time_ort(path, inputs, threads, runs, warmup):
     return json.loads(out.stdout)
 
 
-def ort_worker(path, inputs, threads, runs, warmup):
+def ort_worker(path, feed_paths, threads, runs, warmup):
     import time
 
+    feeds = {n: np.load(f) for n, f in feed_paths.items()}
     start = time.perf_counter()
     sess = ort_session(path, threads)
     load_ms = (time.perf_counter() - start) * 1e3
-    rng = np.random.default_rng(2)
-    feeds = {n: rng.uniform(-1, 1, s).astype(np.float32) for n, s in inputs.items()}
     for _ in range(warmup):
         sess.run(None, feeds)
     times = []
@@ -179,7 +244,8 @@ def ort_worker(path, inputs, threads, runs, warmup):
         t = time.perf_counter()
         sess.run(None, feeds)
         times.append((time.perf_counter() - t) * 1e3)
-    print(json.dumps({"median_ms": float(np.median(times)), "load_ms": load_ms}))
+    print(json.dumps({"median_ms": float(np.median(times)) if times else 0.0, "load_ms": load_ms,
+                      "peak_rss_mib": peak_rss_mib()}))
 
 
 def time_onyx(path, threads, runs, warmup):
@@ -201,54 +267,47 @@ def progress(done, total, what):
 
 def main():
     if len(sys.argv) == 7 and sys.argv[1] == "--ort-worker":
-        _, _, path, inputs, threads, runs, warmup = sys.argv
-        shapes = {n: tuple(s) for n, s in json.loads(inputs).items()}
-        ort_worker(path, shapes, int(threads), int(runs), int(warmup))
+        _, _, path, feed_paths, threads, runs, warmup = sys.argv
+        ort_worker(path, json.loads(feed_paths), int(threads), int(runs), int(warmup))
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", nargs="*", help="model names (mlp256, ffn, resnet50, ...)")
     ap.add_argument("--write", help="write the table as markdown to this file")
     args = ap.parse_args()
     if not os.path.exists(ONYX):
         sys.exit(f"compare.py: {ONYX} is missing; run `cargo build --release -p onyx-cli` first")
     work = tempfile.mkdtemp(prefix="onyx-bench-")
-    specs = models(work)
-    rows = []
-    total = len(specs) * (1 + len(args.threads) * args.rounds)
+    specs = models(work, args.only)
+    rows, memory = [], []
+    total = len(specs) * (2 + len(args.threads) * args.rounds)
     done = 0
-    for title, path, inputs in specs:
+    for title, stem, path in specs:
         progress(done, total, title + ": agreement")
-        err = agreement(path, inputs, work)
+        feed_paths = save_feeds(make_feeds(path, 1), work, stem)
+        err = agreement(path, feed_paths, work)
+        done += 1
+        progress(done, total, title + ": load and memory")
+        # one load and one run each, in fresh processes: load time and peak memory
+        o = time_onyx(path, 1, 1, 0)
+        r = time_ort(path, feed_paths, 1, 1, 0)
+        memory.append((title, o["load_ms"], r["load_ms"], o["peak_rss_mib"], r["peak_rss_mib"]))
         done += 1
         for threads in args.threads:
-            onyx_meds, ort_meds, load, ort_load = [], [], [], []
+            onyx_meds, ort_meds = [], []
             for _ in range(args.rounds):
                 progress(done, total, f"{title}: {threads} thread(s)")
-                r = time_onyx(path, threads, args.runs, args.warmup)
-                onyx_meds.append(r["median_ms"])
-                load.append(r["load_ms"])
-                r = time_ort(path, inputs, threads, args.runs, args.warmup)
-                ort_meds.append(r["median_ms"])
-                ort_load.append(r["load_ms"])
+                onyx_meds.append(time_onyx(path, threads, args.runs, args.warmup)["median_ms"])
+                ort_meds.append(time_ort(path, feed_paths, threads, args.runs, args.warmup)["median_ms"])
                 done += 1
             o, r = float(np.median(onyx_meds)), float(np.median(ort_meds))
-            rows.append(
-                (title, threads, o, r, o / r, float(np.median(load)), float(np.median(ort_load)), err)
-            )
+            rows.append((title, stem, threads, o, r, o / r, err))
     progress(total, total, "done")
     sys.stderr.write("\n")
-    lines = [
-        "| model | threads | Onyx median ms | ORT median ms | Onyx/ORT | Onyx load ms | ORT load ms | max rel err |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for title, threads, o, r, ratio, load, oload, err in rows:
-        lines.append(
-            f"| {title} | {threads} | {o:.3f} | {r:.3f} | {ratio:.2f} | {load:.1f} | {oload:.1f} | {err:.1e} |"
-        )
-    table = "\n".join(lines)
+    table = latency_table(rows) + "\n\n" + geomean_table(rows, args.threads) + "\n\n" + memory_table(memory)
     print(table)
     if args.write:
         with open(args.write, "w") as f:
@@ -256,18 +315,54 @@ def main():
                 "# Benchmarks\n\n"
                 "Onyx against ONNX Runtime "
                 + ort.__version__
-                + " (CPU provider, sequential execution, each timed in its own process) on models that `bench/compare.py`"
-                " builds from fixed seeds. Each cell is the median of "
-                f"{args.rounds} alternating rounds of {args.runs} runs after {args.warmup} warm-up runs;"
-                " batch and shapes are in the model's name. The error column compares one"
-                " random input's outputs (|onyx - ort| / max(|ort|, 1e-3)).\n\n"
+                + " (CPU provider, sequential execution, each timed in its own process) on the models"
+                " that `bench/compare.py` builds from fixed seeds and those `bench/export_models.py`"
+                " exports from torch with random weights. Each latency is the median of "
+                f"{args.rounds} alternating rounds of {args.runs} runs after {args.warmup} warm-up runs."
+                " The error column compares one input's outputs: max |onyx - ort| / max |ort| over each output."
+                " Load time and peak resident memory come from a separate process per runtime that"
+                " loads the model and runs it once (ONNX Runtime's process includes the Python"
+                " interpreter and numpy).\n\n"
                 "Made with:\n\n"
-                "```sh\nbench/setup.sh\ncargo build --release -p onyx-cli\n"
+                "```sh\nbench/setup.sh --torch\ncargo build --release -p onyx-cli\n"
                 f"bench/.venv/bin/python bench/compare.py --threads {' '.join(map(str, args.threads))}"
                 f" --runs {args.runs} --rounds {args.rounds} --write BENCHMARKS.md\n```\n\n"
                 + table
                 + "\n"
             )
+
+
+def latency_table(rows):
+    lines = [
+        "| model | threads | Onyx median ms | ORT median ms | Onyx/ORT | max rel err |",
+        "|---|---|---|---|---|---|",
+    ]
+    for title, _stem, threads, o, r, ratio, err in rows:
+        lines.append(f"| {title} | {threads} | {o:.3f} | {r:.3f} | {ratio:.2f} | {err:.1e} |")
+    return "\n".join(lines)
+
+
+def geomean_table(rows, threads_list):
+    """The geometric mean of Onyx/ORT over the torch-exported models."""
+    lines = ["| threads | geometric mean Onyx/ORT (exported models) | slowest |", "|---|---|---|"]
+    for threads in threads_list:
+        picked = [r for r in rows if r[2] == threads and r[1] in EXPORTED]
+        if not picked:
+            continue
+        ratios = np.array([r[5] for r in picked])
+        worst = max(picked, key=lambda r: r[5])
+        lines.append(f"| {threads} | {float(np.exp(np.log(ratios).mean())):.2f} | {worst[0]} ({worst[5]:.2f}) |")
+    return "\n".join(lines)
+
+
+def memory_table(memory):
+    lines = [
+        "| model | Onyx load ms | ORT load ms | Onyx peak RSS MiB | ORT peak RSS MiB |",
+        "|---|---|---|---|---|",
+    ]
+    for title, ol, rl, om, rm in memory:
+        lines.append(f"| {title} | {ol:.1f} | {rl:.1f} | {om:.0f} | {rm:.0f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

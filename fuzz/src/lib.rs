@@ -5,8 +5,9 @@ use onyx_core::ir::{Dim, TypeInfo};
 use onyx_core::{Limits, Session, SessionOptions};
 use onyx_tensor::{bf16, f16, DType, Data, Tensor, Value};
 
-/// Limits small enough that a fuzz run never allocates much: 64 MiB per
-/// tensor, 256 MiB per run.
+/// Limits small enough that a fuzz run never allocates much (64 MiB per
+/// tensor, 256 MiB per run) and never runs long (1 s, under the fuzzer's
+/// 5 s hang timeout).
 pub fn options() -> SessionOptions {
     SessionOptions {
         limits: Limits {
@@ -15,6 +16,7 @@ pub fn options() -> SessionOptions {
             max_run_bytes: 256 << 20,
             max_nesting_depth: 16,
             max_graph_nodes: 1 << 14,
+            max_run_time: Some(std::time::Duration::from_secs(1)),
         },
         ..Default::default()
     }

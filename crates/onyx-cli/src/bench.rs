@@ -82,11 +82,13 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         percentile(&times, 10.0),
         percentile(&times, 90.0),
     );
+    let peak = peak_rss_mib();
     if args.json {
+        let peak = peak.map_or("null".to_string(), |m| format!("{m:.1}"));
         println!(
             "{{\"model\": {}, \"load_ms\": {load_ms:.4}, \"first_run_ms\": {first_run_ms:.4}, \
              \"median_ms\": {median:.4}, \"p10_ms\": {p10:.4}, \"p90_ms\": {p90:.4}, \
-             \"runs\": {}, \"warmup\": {}, \"threads\": {}}}",
+             \"runs\": {}, \"warmup\": {}, \"threads\": {}, \"peak_rss_mib\": {peak}}}",
             json_string(&args.model.display().to_string()),
             args.runs,
             args.warmup,
@@ -100,8 +102,22 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         );
         println!("load {load_ms:.3} ms, first run {first_run_ms:.3} ms");
         println!("median {median:.3} ms, p10 {p10:.3} ms, p90 {p90:.3} ms");
+        if let Some(m) = peak {
+            println!("peak resident memory {m:.1} MiB");
+        }
     }
     Ok(())
+}
+
+/// This process's peak resident memory so far (Linux's VmHWM), if known.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    vm_hwm_kib(&status).map(|kib| kib as f64 / 1024.0)
+}
+
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Per operator type over `runs` runs: nodes, total ms per run and share.
@@ -176,6 +192,13 @@ mod tests {
         assert!((rows[0].3 - 14.0 / 16.0).abs() < 1e-9);
         assert_eq!((rows[1].0.as_str(), rows[1].1), ("Relu", 1));
         assert!((rows[1].2 - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reads_the_peak_from_proc_status() {
+        let status = "Name:\tonyx\nVmPeak:\t  200 kB\nVmHWM:\t   5120 kB\nVmRSS:\t 100 kB\n";
+        assert_eq!(vm_hwm_kib(status), Some(5120));
+        assert_eq!(vm_hwm_kib("Name:\tx\n"), None);
     }
 
     #[test]

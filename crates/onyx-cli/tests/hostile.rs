@@ -1403,6 +1403,36 @@ fn cases() -> Vec<Case> {
         )),
         limited(
             case(
+                "Loop of 10^12 iterations past the run's time limit",
+                Src::Model(model(graph(
+                    vec![node(
+                        "Loop",
+                        &["n", ""],
+                        &[],
+                        vec![a_graph(
+                            "body",
+                            graph(
+                                vec![node("Identity", &["cond"], &["cond_out"], vec![])],
+                                vec![vi("i", INT64, Some(&[])), vi("cond", 9, Some(&[]))],
+                                vec![out("cond_out")],
+                                vec![],
+                            ),
+                        )],
+                    )],
+                    vec![],
+                    vec![out("n")],
+                    vec![scalar_i64("n", BIG)],
+                ))),
+                LimitExceeded,
+                "max_run_time=0.2s",
+            ),
+            Limits {
+                max_run_time: Some(std::time::Duration::from_millis(200)),
+                ..Limits::default()
+            },
+        ),
+        limited(
+            case(
                 "chain of values over the run's byte budget",
                 fed(
                     Src::Model(model(graph(

@@ -17,6 +17,11 @@ pub struct Limits {
     pub max_nesting_depth: usize,
     /// Most nodes one graph may have once model-local functions are inlined.
     pub max_graph_nodes: usize,
+    /// Longest time one run may take, checked before each node (in the
+    /// graph and in every subgraph iteration); None for no bound. A Loop
+    /// may ask for any number of iterations, so a server that runs
+    /// untrusted models sets this.
+    pub max_run_time: Option<std::time::Duration>,
 }
 
 impl Default for Limits {
@@ -27,6 +32,7 @@ impl Default for Limits {
             max_run_bytes: 64 << 30,
             max_nesting_depth: 64,
             max_graph_nodes: 1 << 19,
+            max_run_time: None,
         }
     }
 }

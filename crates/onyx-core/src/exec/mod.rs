@@ -17,6 +17,9 @@ pub(crate) struct Frame<'a> {
     parent: Option<&'a Frame<'a>>,
     /// Bytes of values the whole run holds now, shared with subgraph frames.
     held: &'a AtomicUsize,
+    /// When the run must have finished (`Limits::max_run_time`), shared
+    /// with subgraph frames.
+    deadline: Option<Instant>,
 }
 
 impl<'a> Frame<'a> {
@@ -64,12 +67,19 @@ impl Plan {
         mut step_times: Option<&mut [Duration]>,
     ) -> Result<Vec<Value>> {
         let run_total = AtomicUsize::new(0);
+        let deadline = match parent {
+            Some(p) => p.deadline,
+            None => limits.max_run_time.map(|t| Instant::now() + t),
+        };
         let mut frame = Frame {
             plan: self,
             slots: vec![None; self.slot_count],
             parent,
             held: parent.map_or(&run_total, |p| p.held),
+            deadline,
         };
+        // a subgraph with no nodes still checks once per run (a Loop's iteration)
+        check_deadline(deadline, limits)?;
         // bytes this frame has added to `held` and not yet given back
         let mut own = 0usize;
         for (input, value) in self.inputs.iter().zip(inputs) {
@@ -91,6 +101,9 @@ impl Plan {
         frame.held.fetch_add(fed, Ordering::Relaxed);
         own += fed;
         for (index, step) in self.steps.iter().enumerate() {
+            check_deadline(deadline, limits).map_err(|e| {
+                Error::new(e.kind, format!("{}: {}", step.node.describe(), e.message))
+            })?;
             let started = step_times.is_some().then(Instant::now);
             let outputs = {
                 let args: Vec<Option<&Value>> = step
@@ -164,6 +177,20 @@ impl Plan {
             })?);
         }
         Ok(results)
+    }
+}
+
+/// Fails, naming the limit, once the run is past its deadline.
+fn check_deadline(deadline: Option<Instant>, limits: &Limits) -> Result<()> {
+    match (deadline, limits.max_run_time) {
+        (Some(d), Some(limit)) if Instant::now() > d => Err(Error::new(
+            ErrorKind::LimitExceeded,
+            format!(
+                "the run has gone over the limit max_run_time={}s",
+                limit.as_secs_f64()
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 

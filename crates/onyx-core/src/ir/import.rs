@@ -73,7 +73,10 @@ pub fn import_model_with(
         .graph
         .as_ref()
         .ok_or_else(|| invalid("the model has no graph".into()))?;
-    let graph = importer.graph(graph, 0)?;
+    let mut graph = importer.graph(graph, 0)?;
+    if super::gradient::expand_gradients(&mut graph)? {
+        opsets.entry("com.onyx".to_string()).or_insert(1);
+    }
     Ok(Model {
         ir_version: model.ir_version(),
         opsets,

@@ -2,6 +2,7 @@
 //! attributes, decoded from protobuf once so later stages never see it.
 
 mod attr;
+mod gradient;
 mod import;
 mod validate;
 

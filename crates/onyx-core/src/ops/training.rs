@@ -231,7 +231,45 @@ fn momentum(inputs: &[Option<&Value>], a: MomentumAttrs) -> OpResult<Vec<Value>>
     })
 }
 
+/// `com.onyx::SumToShape(g, shape)`: `g` summed over the dims along which a
+/// tensor of `shape` was broadcast to `g`'s shape. The expansion of the
+/// Gradient operator (ir/gradient.rs) uses it for inputs that broadcast.
+fn sum_to_shape(g: &Tensor, shape: &[i64]) -> OpResult<Tensor> {
+    let target = shape
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| op_err!("shape has a negative dim {d}")))
+        .collect::<OpResult<Vec<usize>>>()?;
+    if onyx_tensor::broadcast_shapes(&[&target, g.shape()])
+        .ok()
+        .as_deref()
+        != Some(g.shape())
+    {
+        return Err(op_err!(
+            "shape {target:?} does not broadcast to the gradient's shape {:?}",
+            g.shape()
+        ));
+    }
+    if target == g.shape() {
+        return Ok(g.clone());
+    }
+    let n = onyx_tensor::numel(&target).ok_or_else(|| op_err!("shape {target:?} is too large"))?;
+    let mut sums = vec![0f64; n];
+    let strides = onyx_tensor::broadcast_strides(&target, g.shape());
+    let values = g.to_f64_vec()?;
+    onyx_tensor::for_each_broadcast_index(g.shape(), [&strides], |i, [at]| sums[at] += values[i]);
+    super::pool::from_f64(g.dtype(), target, sums)
+}
+
 pub fn register(r: &mut Registry) {
+    r.add("com.onyx", "SumToShape", |_| {
+        Ok(Box::new(|_: &super::RunCtx, inputs: &[Option<&Value>]| {
+            let shape = tensor_in(inputs, 1)?.to_i64_vec()?;
+            Ok(vec![Value::Tensor(sum_to_shape(
+                tensor_in(inputs, 0)?,
+                &shape,
+            )?)])
+        }))
+    });
     r.add(DOMAIN, "Adagrad", build_adagrad);
     r.add(DOMAIN, "Adam", build_adam);
     r.add(DOMAIN, "Momentum", build_momentum);
@@ -239,6 +277,21 @@ pub fn register(r: &mut Registry) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sums_back_to_the_broadcast_shape() {
+        let g = Tensor::from_vec(vec![2, 3], vec![1f32, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let y = super::sum_to_shape(&g, &[3]).unwrap();
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[5.0, 7.0, 9.0]);
+        let y = super::sum_to_shape(&g, &[2, 1]).unwrap();
+        assert_eq!(
+            (y.shape(), y.as_slice::<f32>().unwrap()),
+            (&[2, 1][..], &[6.0, 15.0][..])
+        );
+        let y = super::sum_to_shape(&g, &[]).unwrap();
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[21.0]);
+        assert!(super::sum_to_shape(&g, &[4]).is_err());
+    }
+
     use super::*;
 
     fn f(v: &[f32]) -> Value {
