@@ -9,6 +9,9 @@ use std::time::Instant;
 
 use onyx_kernels::{sgemm, Epilogue, Isa, MatRef, PackedB};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut sizes: Vec<usize> = std::env::args()
         .skip(1)

@@ -5,7 +5,9 @@
 //! lies inside the image form one contiguous run; the run is a scaled add of
 //! an input row (contiguous at stride 1), which the compiler vectorises. The
 //! same loop is compiled for AVX-512, AVX2 and plain x86-64 and chosen at
-//! run time.
+//! run time. With a column stride `s > 1` the plane is first rearranged so
+//! that each row holds its `s` phases one after another (columns `r`,
+//! `r + s`, `r + 2s`...): every run then reads contiguous input too.
 
 use crate::Isa;
 
@@ -80,6 +82,27 @@ fn plane_body(p: &Plane2d, x: &[f32], w: &[f32], out: &mut [f32]) {
     let cols: Vec<(usize, usize)> = (0..kw)
         .map(|kx| Plane2d::inside(p.out_w, sw, kx * dw, p.pads[1], p.in_w))
         .collect();
+    // where phase r starts in a rearranged row: after the phases before it
+    let phase_start: Vec<usize> = (0..sw)
+        .scan(0, |at, r| {
+            let start = *at;
+            *at += p.in_w.saturating_sub(r).div_ceil(sw);
+            Some(start)
+        })
+        .collect();
+    let mut phased = Vec::new();
+    let x = if sw == 1 {
+        x
+    } else {
+        phased.resize(p.in_h * p.in_w, 0.0);
+        for (row, dst) in x.chunks_exact(p.in_w).zip(phased.chunks_exact_mut(p.in_w)) {
+            for (r, &start) in phase_start.iter().enumerate() {
+                let src = row.iter().skip(r).step_by(sw);
+                dst[start..].iter_mut().zip(src).for_each(|(d, &v)| *d = v);
+            }
+        }
+        &phased
+    };
     for oy in 0..p.out_h {
         let orow = &mut out[oy * p.out_w..(oy + 1) * p.out_w];
         for ky in 0..kh {
@@ -96,15 +119,10 @@ fn plane_body(p: &Plane2d, x: &[f32], w: &[f32], out: &mut [f32]) {
                 // input column of output column `lo`
                 let first = lo * sw + kx * dw - p.pads[1];
                 let dst = &mut orow[lo..hi];
-                if sw == 1 {
-                    let src = &irow[first..first + dst.len()];
-                    for (o, &v) in dst.iter_mut().zip(src) {
-                        *o += wv * v;
-                    }
-                } else {
-                    for (j, o) in dst.iter_mut().enumerate() {
-                        *o += wv * irow[first + j * sw];
-                    }
+                // columns first, first + sw, ...: one run of phase first % sw
+                let src = &irow[phase_start[first % sw] + first / sw..][..dst.len()];
+                for (o, &v) in dst.iter_mut().zip(src) {
+                    *o += wv * v;
                 }
             }
         }
@@ -145,6 +163,8 @@ mod tests {
         let cases = [
             ([3, 3], [1, 1], [1, 1], [1, 1], (7, 9)),
             ([3, 3], [2, 2], [1, 1], [1, 1], (8, 7)),
+            ([3, 3], [2, 2], [1, 1], [0, 0], (9, 10)),
+            ([5, 5], [3, 3], [1, 2], [2, 1], (11, 13)),
             ([5, 3], [1, 2], [2, 1], [3, 0], (6, 11)),
             ([1, 1], [1, 1], [1, 1], [0, 0], (3, 4)),
             ([3, 3], [1, 1], [1, 1], [4, 4], (2, 2)),

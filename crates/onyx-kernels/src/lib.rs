@@ -12,9 +12,11 @@ pub mod depthwise;
 pub mod gemm;
 pub mod parallel;
 pub mod vmath;
+pub mod winograd;
 
 pub use depthwise::{depthwise_plane, Plane2d};
 pub use gemm::{
     sgemm, sgemm_reference, sgemm_unpacked, Act, Epilogue, GemmError, Isa, MatRef, PackedB,
 };
 pub use parallel::ThreadPool;
+pub use winograd::Winograd3x3;

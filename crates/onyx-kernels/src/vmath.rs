@@ -8,8 +8,6 @@
 //! `erf` within 2e-7 absolute. The plain f64 forms in onyx-core stay the
 //! oracle for the other element types.
 
-use crate::gemm::Isa;
-
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
 // ln 2 split in two so that n * LN2_HI is exact for the n that occur
 const LN2_HI: f32 = 0.693_145_75;
@@ -165,19 +163,20 @@ macro_rules! widest_isa {
             unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                 $imp($($arg),*)
             }
-            match Isa::detect() {
+            match $crate::Isa::detect() {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: detect() returns Avx512 only when the CPU has
                 // avx512f (and every AVX-512 CPU has AVX2 and FMA)
-                Isa::Avx512 => unsafe { avx512($($arg),*) },
+                $crate::Isa::Avx512 => unsafe { avx512($($arg),*) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: detect() returns Avx2 only when the CPU has avx2 and fma
-                Isa::Avx2 => unsafe { avx2($($arg),*) },
+                $crate::Isa::Avx2 => unsafe { avx2($($arg),*) },
                 _ => $imp($($arg),*),
             }
         }
     };
 }
+pub(crate) use widest_isa;
 
 /// The elementwise functions [`map`] and [`map_in_place`] apply.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -2,8 +2,9 @@
 //! CausalConvWithState.
 //!
 //! The f32 Conv and FusedConv (`conv_f32`) run a direct kernel for depthwise
-//! 2-D convolutions and onyx-kernels' packed GEMM for the rest, the im2col
-//! matrix packed straight into the GEMM's panels. Everything else is computed
+//! 2-D convolutions, Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions with
+//! a constant weight and enough channels, and onyx-kernels' packed GEMM for
+//! the rest, the im2col matrix packed straight into the GEMM's panels. Everything else is computed
 //! in f64 through im2col (or col2im for the transposed forms) and a plain
 //! matrix product (`gemm_acc`), then converted back to the input's element
 //! type; that plain path is also the f32 path's oracle. The window geometry
@@ -16,7 +17,9 @@ use super::{
     one, opt_ints_in, opt_tensor_in, tensor_in, BuildCtx, Kernel, OpResult, Registry, RunCtx,
 };
 use crate::op_err;
-use onyx_kernels::{depthwise_plane, parallel, sgemm, Act, Epilogue, MatRef, PackedB, Plane2d};
+use onyx_kernels::{
+    depthwise_plane, parallel, sgemm, Act, Epilogue, MatRef, PackedB, Plane2d, Winograd3x3,
+};
 
 fn checked_prod(dims: &[usize]) -> OpResult<usize> {
     numel(dims).ok_or_else(|| op_err!("shape {dims:?} is too large"))
@@ -442,8 +445,17 @@ impl ConvSetup {
     /// The plane geometry of a 2-D convolution with one input and one output
     /// channel per group (depthwise), which a direct kernel serves best.
     fn depthwise_plane(&self) -> Option<Plane2d> {
-        let (d, g) = (&self.d, &self.g);
-        if g.input.len() != 2 || d.group != d.c || d.m != d.c {
+        let d = &self.d;
+        if d.group != d.c || d.m != d.c {
+            return None;
+        }
+        self.plane_2d()
+    }
+
+    /// The plane geometry of a 2-D convolution.
+    fn plane_2d(&self) -> Option<Plane2d> {
+        let g = &self.g;
+        if g.input.len() != 2 {
             return None;
         }
         Some(Plane2d {
@@ -501,17 +513,46 @@ struct ConvTail<'a> {
 
 /// The f32 convolution, with the tail applied while each block of output
 /// is still in cache. A depthwise 2-D convolution runs a direct kernel per
-/// channel; the rest go through the packed GEMM, the weights of a group as
+/// channel; one that `wino` (the weight, transformed at build) fits runs
+/// Winograd; the rest go through the packed GEMM, the weights of a group as
 /// A and the im2col matrix as B, packed straight from the input (for a
 /// pointwise convolution, B is the input itself). Both split across the
 /// session's threads: channels for the direct kernel, the packing's panels
 /// and the product's rows for the GEMM.
-fn conv_f32(s: &ConvSetup, xv: &[f32], wv: &[f32], tail: ConvTail) -> OpResult<Vec<f32>> {
+fn conv_f32(
+    s: &ConvSetup,
+    xv: &[f32],
+    wv: &[f32],
+    wino: Option<&Winograd3x3>,
+    tail: ConvTail,
+) -> OpResult<Vec<f32>> {
     let d = &s.d;
     let (inner, mg, cg, plane) = (s.inner(), d.m / d.group, d.c / d.group, d.out_plane);
     let mut out = vec![0.0f32; d.n * d.m * plane];
     if plane == 0 {
         return Ok(out);
+    }
+    let gemm_err = |e: onyx_kernels::GemmError| op_err!("{e}");
+    if let (Some(f), Some(p)) = (wino, s.plane_2d()) {
+        if Winograd3x3::fits(&p) && d.group == 1 && (f.m(), f.c()) == (d.m, d.c) {
+            for (b, o) in out.chunks_mut(d.m * plane).enumerate() {
+                let addend = match tail.z {
+                    Some(z) => Some(
+                        MatRef::row_major(&z[b * d.m * plane..], d.m, plane).map_err(gemm_err)?,
+                    ),
+                    None => None,
+                };
+                let epi = Epilogue {
+                    row_bias: tail.bias,
+                    col_bias: None,
+                    addend,
+                    act: tail.act,
+                };
+                f.conv(&p, &xv[b * d.c * d.in_plane..], o, &epi)
+                    .map_err(gemm_err)?;
+            }
+            return Ok(out);
+        }
     }
     if let Some(p) = s.depthwise_plane() {
         let work: Vec<(usize, &mut [f32])> = out.chunks_mut(plane).enumerate().collect();
@@ -533,7 +574,6 @@ fn conv_f32(s: &ConvSetup, xv: &[f32], wv: &[f32], tail: ConvTail) -> OpResult<V
     }
     // output positions per packing: about 8 MiB of packed columns
     let per = ((1usize << 21) / inner.max(1)).max(256).min(plane);
-    let gemm_err = |e: onyx_kernels::GemmError| op_err!("{e}");
     // the columns' panels, repacked for every chunk
     let mut pb = PackedB::new(MatRef::row_major(&[], 0, 0).map_err(gemm_err)?);
     let pointwise = s.pointwise();
@@ -627,6 +667,28 @@ fn act_f64(act: Act, x: f64) -> f64 {
     }
 }
 
+/// The constant f32 weight of a 3x3, stride-1, undilated, ungrouped
+/// convolution with enough channels for the transforms to pay, transformed
+/// for Winograd once, at build time.
+fn winograd_filter(ctx: &BuildCtx, attrs: &WindowAttrs, group: usize) -> Option<Winograd3x3> {
+    const MIN_CHANNELS: usize = 16;
+    let w = ctx.const_input(1)?;
+    let ones = |v: &Option<Vec<i64>>| v.as_ref().is_none_or(|v| v.iter().all(|&s| s == 1));
+    let shape = w.shape();
+    if group != 1
+        || w.dtype() != DType::Float
+        || shape.len() != 4
+        || shape[2..] != [3, 3]
+        || !ones(&attrs.strides)
+        || !ones(&attrs.dilations)
+        || shape[0] < MIN_CHANNELS
+        || shape[1] < MIN_CHANNELS
+    {
+        return None;
+    }
+    Winograd3x3::new(w.as_slice::<f32>().ok()?, shape[0], shape[1]).ok()
+}
+
 /// Conv, and FusedConv (`fused`): Conv's inputs plus an optional addend Z of
 /// the output's shape, and an activation.
 fn build_conv_op(ctx: &BuildCtx, fused: bool) -> OpResult<Box<dyn Kernel>> {
@@ -638,6 +700,7 @@ fn build_conv_op(ctx: &BuildCtx, fused: bool) -> OpResult<Box<dyn Kernel>> {
         Act::None
     };
     let op = if fused { "FusedConv" } else { "Conv" };
+    let wino = winograd_filter(ctx, &attrs, group);
     Ok(Box::new(move |rc: &RunCtx, inputs: &[Option<&Value>]| {
         let x = tensor_in(inputs, 0)?;
         let w = tensor_in(inputs, 1)?;
@@ -674,7 +737,8 @@ fn build_conv_op(ctx: &BuildCtx, fused: bool) -> OpResult<Box<dyn Kernel>> {
                 z: z.map(|z| z.as_slice::<f32>()).transpose()?,
                 act,
             };
-            let out = conv_f32(&s, x.as_slice::<f32>()?, w.as_slice::<f32>()?, tail)?;
+            let wv = w.as_slice::<f32>()?;
+            let out = conv_f32(&s, x.as_slice::<f32>()?, wv, wino.as_ref(), tail)?;
             return one(Tensor::from_vec(shape, out)?);
         }
         let (xv, wv) = (x.to_f64_vec()?, w.to_f64_vec()?);
@@ -1526,6 +1590,14 @@ mod tests {
                 vec![1, 1],
             ),
             (
+                vec![2, 16, 18, 14],
+                vec![24, 16, 3, 3],
+                1,
+                vec![1, 1],
+                vec![1, 0, 2, 1],
+                vec![1, 1],
+            ),
+            (
                 vec![2, 4, 17],
                 vec![6, 2, 3],
                 2,
@@ -1544,6 +1616,7 @@ mod tests {
         ];
         let limits = crate::Limits::default();
         let rc = RunCtx::detached(&limits);
+        let mut winograd_cases = 0;
         for (i, (xs, ws, group, strides, pads, dil)) in cases.into_iter().enumerate() {
             let attrs = WindowAttrs {
                 kernel: None,
@@ -1571,19 +1644,77 @@ mod tests {
                 z: Some(&z),
                 act: Act::LeakyRelu(0.5),
             };
-            let one = conv_f32(&s, &xv, &wv, tail).unwrap();
-            for (j, (g, w)) in one.iter().zip(&want).enumerate() {
-                let w = w + f64::from(z[j]);
-                let w = if w < 0.0 { 0.5 * w } else { w };
-                assert!(
-                    (f64::from(*g) - w).abs() <= 1e-4,
-                    "case {i} [{j}]: {g} vs {w}"
-                );
+            // the Winograd filter, for the 3x3 ungrouped cases; it must
+            // serve those it fits and leave the others to the GEMM
+            let wino = (group == 1 && ws.len() == 4 && ws[2..] == [3, 3])
+                .then(|| Winograd3x3::new(&wv, ws[0], ws[1]).unwrap());
+            let plane = s.plane_2d();
+            winograd_cases +=
+                usize::from(wino.is_some() && plane.is_some_and(|p| Winograd3x3::fits(&p)));
+            for wino in [None, wino.as_ref()] {
+                let one = conv_f32(&s, &xv, &wv, wino, tail).unwrap();
+                for (j, (g, w)) in one.iter().zip(&want).enumerate() {
+                    let w = w + f64::from(z[j]);
+                    let w = if w < 0.0 { 0.5 * w } else { w };
+                    assert!(
+                        (f64::from(*g) - w).abs() <= 1e-4,
+                        "case {i} [{j}]: {g} vs {w}"
+                    );
+                }
+                let three = onyx_kernels::ThreadPool::new(3)
+                    .run(|| conv_f32(&s, &xv, &wv, wino, tail).unwrap());
+                assert_eq!(three, one, "case {i}: 3 threads");
             }
-            let three =
-                onyx_kernels::ThreadPool::new(3).run(|| conv_f32(&s, &xv, &wv, tail).unwrap());
-            assert_eq!(three, one, "case {i}: 3 threads");
         }
+        assert_eq!(winograd_cases, 2);
+    }
+
+    #[test]
+    fn constant_3x3_weight_runs_winograd() {
+        let (xs, ws) = ([1, 16, 20, 20], [32, 16, 3, 3]);
+        let x = Tensor::from_vec(xs.to_vec(), values(numel(&xs).unwrap(), 1)).unwrap();
+        let w = Tensor::from_vec(ws.to_vec(), values(numel(&ws).unwrap(), 2)).unwrap();
+        let node = || {
+            attr_node(
+                "Conv",
+                "",
+                &["x", "w"],
+                &["y"],
+                vec![("pads", Attr::Ints(vec![1; 4]))],
+            )
+        };
+        // w fed at run time: the im2col GEMM
+        let fed = run_graph(vec![node()], &[("x", x.clone()), ("w", w.clone())]);
+        // w an initializer: transformed at build, Winograd at run time
+        let vi = |n: &str| ValueInfo {
+            name: n.into(),
+            ty: None,
+        };
+        let graph = Graph {
+            nodes: vec![node()],
+            inputs: vec![vi("x")],
+            outputs: vec![vi("y")],
+            initializers: vec![("w".into(), w)],
+            ..Graph::default()
+        };
+        let model = Model {
+            opsets: BTreeMap::from([(String::new(), 17)]),
+            graph,
+            ..Model::default()
+        };
+        let s = Session::from_model(model, SessionOptions::default()).unwrap();
+        let out = s.run(vec![("x".to_string(), Value::from(x))]).unwrap();
+        let (a, b) = (
+            fed.as_slice::<f32>().unwrap(),
+            out[0].as_tensor().unwrap().as_slice::<f32>().unwrap(),
+        );
+        assert!(a
+            .iter()
+            .zip(b)
+            .all(|(p, q)| (p - q).abs() <= 1e-4 * (1.0 + p.abs())));
+        // the two paths round differently, so equal bits would mean the
+        // constant weight did not take the Winograd path
+        assert_ne!(a, b);
     }
 
     #[test]
