@@ -25,7 +25,7 @@ def export_models(out_dir):
     resnet = torchvision.models.resnet18(weights=None).eval()
     resnet_path = os.path.join(out_dir, "resnet18.onnx")
     torch.onnx.export(resnet, torch.randn(1, 3, 224, 224), resnet_path, input_names=["image"],
-                      output_names=["logits"], dynamic_axes={"image": {0: "batch"}}, opset_version=17)
+                      output_names=["logits"], dynamic_axes={"image": {0: "batch"}}, opset_version=17, dynamo=False)
     bert = BertModel(BertConfig()).eval()
     ids = torch.randint(0, 1000, (1, 16))
     bert_path = os.path.join(out_dir, "bert.onnx")
@@ -33,7 +33,7 @@ def export_models(out_dir):
                       input_names=["input_ids", "attention_mask"],
                       output_names=["last_hidden_state", "pooler_output"],
                       dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}},
-                      opset_version=17)
+                      opset_version=17, dynamo=False)
     return [resnet_path, bert_path]
 
 
