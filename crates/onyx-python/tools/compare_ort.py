@@ -26,7 +26,19 @@ def export_models(out_dir):
     resnet_path = os.path.join(out_dir, "resnet18.onnx")
     torch.onnx.export(resnet, torch.randn(1, 3, 224, 224), resnet_path, input_names=["image"],
                       output_names=["logits"], dynamic_axes={"image": {0: "batch"}}, opset_version=17, dynamo=False)
-    bert = BertModel(BertConfig()).eval()
+    class Bert(torch.nn.Module):
+        """Passes the mask by keyword: forward's second parameter is not the
+        mask in every transformers release."""
+
+        def __init__(self):
+            super().__init__()
+            self.inner = BertModel(BertConfig(attn_implementation="eager"))
+
+        def forward(self, input_ids, attention_mask):
+            out = self.inner(input_ids=input_ids, attention_mask=attention_mask)
+            return out.last_hidden_state, out.pooler_output
+
+    bert = Bert().eval()
     ids = torch.randint(0, 1000, (1, 16))
     bert_path = os.path.join(out_dir, "bert.onnx")
     torch.onnx.export(bert, (ids, torch.ones_like(ids)), bert_path,
