@@ -383,6 +383,20 @@ fn cases() -> Vec<Case> {
     let mut v = vec![
         // ---- bytes that are not a model
         case("empty file", Src::Bytes(vec![]), Format, "it has no graph"),
+        // found by the session fuzz target: shape inference in the
+        // optimisation passes multiplied the Reshape's dims without a check
+        with_feeds(
+            case(
+                "Reshape to dims whose product overflows, then Tile",
+                Src::Bytes(include_bytes!("findings/session-shape-overflow.onnx").to_vec()),
+                Runtime,
+                "has too many elements",
+            ),
+            vec![(
+                "0".into(),
+                Tensor::from_vec(vec![1, 2], vec![0f32; 2]).unwrap().into(),
+            )],
+        ),
         case(
             "truncated model",
             Src::Bytes(good[..good.len() / 2].to_vec()),

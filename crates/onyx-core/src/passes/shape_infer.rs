@@ -171,6 +171,11 @@ const REDUCE: &[&str] = &[
     "ReduceLogSumExp",
 ];
 
+/// The product of `dims`, None when it overflows (shapes come from the file).
+fn product(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
 fn axis(a: i64, rank: usize) -> Option<usize> {
     let r = rank as i64;
     let a = if a < 0 { a + r } else { a };
@@ -223,7 +228,7 @@ fn infer(x: &Inputs) -> Option<Vec<usize>> {
             let a = x.int_attr("axis", 1)?;
             let a = if a < 0 { a + s.len() as i64 } else { a };
             let a = usize::try_from(a).ok().filter(|&a| a <= s.len())?;
-            Some(vec![s[..a].iter().product(), s[a..].iter().product()])
+            Some(vec![product(&s[..a])?, product(&s[a..])?])
         }
         "Reshape" => reshape(x.shape(0)?, &x.ints(1)?, x.int_attr("allowzero", 0)? != 0),
         "Transpose" => {
@@ -275,8 +280,7 @@ fn infer(x: &Inputs) -> Option<Vec<usize>> {
             let mut out = first.to_vec();
             out[a] = all
                 .iter()
-                .map(|s| s.get(a).copied())
-                .sum::<Option<usize>>()?;
+                .try_fold(0usize, |acc, s| acc.checked_add(*s.get(a)?))?;
             Some(out)
         }
         "Gather" => {
@@ -352,7 +356,7 @@ fn reduce(x: &Inputs) -> Option<Vec<usize>> {
 }
 
 fn reshape(s: &[usize], to: &[i64], allow_zero: bool) -> Option<Vec<usize>> {
-    let total: usize = s.iter().product();
+    let total = product(s)?;
     let mut out = Vec::with_capacity(to.len());
     let mut infer_at = None;
     for (i, &d) in to.iter().enumerate() {
@@ -365,14 +369,14 @@ fn reshape(s: &[usize], to: &[i64], allow_zero: bool) -> Option<Vec<usize>> {
             d => out.push(usize::try_from(d).ok()?),
         }
     }
-    let known: usize = out.iter().product();
+    let known = product(&out)?;
     if let Some(i) = infer_at {
         if known == 0 || !total.is_multiple_of(known) {
             return None;
         }
         out[i] = total / known;
     }
-    (out.iter().product::<usize>() == total).then_some(out)
+    (product(&out)? == total).then_some(out)
 }
 
 /// Conv and pooling: spatial dims from kernel, strides, dilations and pads.
@@ -414,9 +418,11 @@ fn window(x: &Inputs) -> Option<Vec<usize>> {
         return None;
     }
     let mut out = vec![s[0], channels];
+    // in i128: the attributes are any i64 the file holds, and must not overflow
+    let pads: Vec<i128> = pads.iter().map(|&p| i128::from(p)).collect();
     for i in 0..sp {
-        let (d, st) = (s[i + 2] as i64, strides[i]);
-        let k = (kernel[i] as i64 - 1) * dil[i] + 1;
+        let (d, st) = (s[i + 2] as i128, i128::from(strides[i]));
+        let k = (kernel[i] as i128 - 1) * i128::from(dil[i]) + 1;
         let o = match auto.as_str() {
             "SAME_UPPER" | "SAME_LOWER" => (d + st - 1) / st,
             "VALID" => (d - k) / st + 1,
@@ -462,13 +468,16 @@ fn slice(x: &Inputs) -> Option<Vec<usize>> {
     let mut out = s.to_vec();
     for k in 0..starts.len() {
         let a = axis(axes[k], s.len())?;
-        let d = s[a] as i64;
-        let step = steps[k];
+        // in i128: starts, ends and steps are any i64 the file holds
+        let d = s[a] as i128;
+        let step = i128::from(steps[k]);
         if step == 0 {
             return None;
         }
-        let fix =
-            |v: i64, lo: i64, hi: i64| (if v < 0 { v.saturating_add(d) } else { v }).clamp(lo, hi);
+        let fix = |v: i64, lo: i128, hi: i128| {
+            let v = i128::from(v);
+            (if v < 0 { v + d } else { v }).clamp(lo, hi)
+        };
         let len = if step > 0 {
             let (b, e) = (fix(starts[k], 0, d), fix(ends[k], 0, d));
             (e - b + step - 1).max(0) / step
@@ -476,7 +485,7 @@ fn slice(x: &Inputs) -> Option<Vec<usize>> {
             let (b, e) = (fix(starts[k], -1, d - 1), fix(ends[k], -1, d - 1));
             (b - e - step - 1).max(0) / -step
         };
-        out[a] = len as usize;
+        out[a] = usize::try_from(len).ok()?;
     }
     Some(out)
 }
@@ -486,6 +495,14 @@ mod tests {
     use super::*;
     use crate::ir::Attr;
     use crate::passes::testing::*;
+
+    #[test]
+    fn overflowing_shapes_are_not_inferred() {
+        assert_eq!(product(&[usize::MAX, 2]), None);
+        assert_eq!(reshape(&[usize::MAX, 2], &[-1], false), None);
+        assert_eq!(reshape(&[2, 3], &[i64::MAX, i64::MAX], false), None);
+        assert_eq!(reshape(&[2, 3], &[3, -1], false), Some(vec![3, 2]));
+    }
 
     #[test]
     fn shapes_follow_from_fixed_inputs_only() {
