@@ -2,22 +2,22 @@
 //!
 //! A [`ThreadPool`] belongs to whoever runs kernels (a session). Work done
 //! inside [`ThreadPool::run`] may split across the pool's threads; anywhere
-//! else the kernels stay on the calling thread. A run on a pool of N threads
-//! executes on one of its workers, which takes part in every split, so a
-//! split wakes only the other N - 1.
+//! else the kernels stay on the calling thread. A run itself stays on the
+//! caller's thread, so a model of small operators pays nothing for the
+//! pool; only a kernel that splits hands its parts to the pool's workers
+//! (and waits for them).
 //!
 //! Kernels split by output rows or columns, never along a sum, so the number
 //! of threads never changes a result's bits.
 
-use std::cell::Cell;
-use std::sync::OnceLock;
+use std::cell::RefCell;
+use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
 thread_local! {
-    /// Whether the current thread runs inside [`ThreadPool::run`] of a pool
-    /// of more than one thread.
-    static SPLITTING: Cell<bool> = const { Cell::new(false) };
+    /// The pool of the run this thread is executing, when it may split.
+    static CURRENT: RefCell<Option<Arc<rayon::ThreadPool>>> = const { RefCell::new(None) };
 }
 
 /// Threads a session's kernels may split their work across.
@@ -25,7 +25,7 @@ pub struct ThreadPool {
     threads: usize,
     /// Started on the first run that can use it; None when the threads
     /// could not be started, and then work stays on the caller's thread.
-    pool: OnceLock<Option<rayon::ThreadPool>>,
+    pool: OnceLock<Option<Arc<rayon::ThreadPool>>>,
 }
 
 impl ThreadPool {
@@ -59,15 +59,13 @@ impl ThreadPool {
                         .thread_name(|i| format!("onyx-worker-{i}"))
                         .build()
                         .ok()
+                        .map(Arc::new)
                 })
-                .as_ref()
+                .clone()
         } else {
             None
         };
-        match pool {
-            Some(p) => p.install(|| with_splitting(true, f)),
-            None => with_splitting(false, f),
-        }
+        with_pool(pool, f)
     }
 }
 
@@ -85,34 +83,33 @@ fn default_threads() -> usize {
 
 /// Runs `f` with the current thread's splitting flag set to `on`, restoring
 /// it after (runs nest: a worker waiting in a split may pick up another run).
-fn with_splitting<R>(on: bool, f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
+fn with_pool<R>(pool: Option<Arc<rayon::ThreadPool>>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Arc<rayon::ThreadPool>>);
     impl Drop for Restore {
         fn drop(&mut self) {
-            SPLITTING.with(|s| s.set(self.0));
+            CURRENT.with(|c| *c.borrow_mut() = self.0.take());
         }
     }
-    let _restore = Restore(SPLITTING.with(|s| s.replace(on)));
+    let _restore = Restore(CURRENT.with(|c| c.replace(pool)));
     f()
 }
 
 /// How many threads a kernel running now may split across (1 outside
-/// [`ThreadPool::run`]).
+/// [`ThreadPool::run`], and inside a part already split off).
 pub fn current_threads() -> usize {
-    if SPLITTING.with(Cell::get) {
-        rayon::current_num_threads()
-    } else {
-        1
-    }
+    CURRENT.with(|c| c.borrow().as_ref().map_or(1, |p| p.current_num_threads()))
 }
 
 /// Calls `f` on every item, across the current pool's threads when there are
 /// several (items in any order), else in order on this thread.
 pub fn for_each<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync + Send) {
-    if items.len() > 1 && current_threads() > 1 {
-        items.into_par_iter().with_max_len(1).for_each(f);
-    } else {
-        items.into_iter().for_each(f);
+    let pool = CURRENT.with(|c| c.borrow().clone());
+    match pool {
+        // the pool's workers have no current pool: what they run stays on them
+        Some(p) if items.len() > 1 && p.current_num_threads() > 1 => {
+            p.install(|| items.into_par_iter().with_max_len(1).for_each(f))
+        }
+        _ => items.into_iter().for_each(f),
     }
 }
 
