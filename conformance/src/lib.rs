@@ -1,6 +1,7 @@
 //! The conformance runner: runs ONNX backend test cases through Onyx and
 //! compares outputs the way onnx's backend test runner does (rtol 1e-3,
 //! atol 1e-7, NaN equals NaN, element type and shape exact).
+#![forbid(unsafe_code)]
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};

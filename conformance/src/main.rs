@@ -10,6 +10,7 @@
 //! Without --update it checks the expected-pass list and exits non-zero on
 //! a regression. With --update it rewrites conformance/expected-pass.txt
 //! and conformance/RESULTS.md from this run.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
