@@ -150,12 +150,12 @@ def models(outdir, only):
 NP_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
-def make_feeds(path, seed):
-    """One input per graph input, from ONNX Runtime's view of the model:
-    floats uniform in [-1, 1); integer ids below 1000; masks all ones."""
+def make_feeds(sess, seed):
+    """One input per graph input of ONNX Runtime session `sess`: floats
+    uniform in [-1, 1); integer ids below 1000; masks all ones."""
     rng = np.random.default_rng(seed)
     feeds = {}
-    for arg in ort_session(path, 1).get_inputs():
+    for arg in sess.get_inputs():
         shape = [d if isinstance(d, int) else 1 for d in arg.shape]
         dtype = NP_TYPES[arg.type]
         if dtype == np.float32:
@@ -184,15 +184,15 @@ def ort_session(path, threads):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
-def agreement(path, feed_paths, workdir):
-    """Max relative error between Onyx and ONNX Runtime on one input."""
+def agreement(path, sess, feed_paths, workdir):
+    """Max relative error between Onyx and ONNX Runtime (`sess`) on one input."""
     feeds = {n: np.load(f) for n, f in feed_paths.items()}
     args = [ONYX, "run", path]
     for n, f in feed_paths.items():
         args += ["--input", f"{n}={f}"]
     outdir = os.path.join(workdir, "out")
     subprocess.run(args + ["--output-dir", outdir], check=True, capture_output=True)
-    want = ort_session(path, 1).run(None, feeds)
+    want = sess.run(None, feeds)
     worst = 0.0
     for k, w in enumerate(want):
         got = np.load(os.path.join(outdir, f"output_{k}.npy"))
@@ -287,8 +287,10 @@ def main():
     done = 0
     for title, stem, path in specs:
         progress(done, total, title + ": agreement")
-        feed_paths = save_feeds(make_feeds(path, 1), work, stem)
-        err = agreement(path, feed_paths, work)
+        sess = ort_session(path, 1)
+        feed_paths = save_feeds(make_feeds(sess, 1), work, stem)
+        err = agreement(path, sess, feed_paths, work)
+        del sess
         done += 1
         progress(done, total, title + ": load and memory")
         # one load and one run each, in fresh processes: load time and peak memory

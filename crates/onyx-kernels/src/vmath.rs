@@ -178,7 +178,7 @@ macro_rules! widest_isa {
 }
 pub(crate) use widest_isa;
 
-/// The elementwise functions [`map`] and [`map_in_place`] apply.
+/// The elementwise functions [`map`] applies.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Unary {
     Exp,
@@ -192,18 +192,47 @@ pub enum Unary {
     Relu,
 }
 
+/// Evaluates `$body` with `$f` bound to the function `$op` names, so that
+/// a loop in `$body` calls one known function, not a match per element.
+macro_rules! with_unary {
+    ($op:expr, $f:ident => $body:expr) => {
+        match $op {
+            Unary::Exp => {
+                let $f = exp;
+                $body
+            }
+            Unary::Erf => {
+                let $f = erf;
+                $body
+            }
+            Unary::Tanh => {
+                let $f = tanh;
+                $body
+            }
+            Unary::Sigmoid => {
+                let $f = sigmoid;
+                $body
+            }
+            Unary::Gelu => {
+                let $f = gelu;
+                $body
+            }
+            Unary::GeluTanh => {
+                let $f = gelu_tanh;
+                $body
+            }
+            Unary::Relu => {
+                let $f = relu;
+                $body
+            }
+        }
+    };
+}
+
 impl Unary {
     /// The function on one value, as the slice loops compute it.
     pub fn apply(self, x: f32) -> f32 {
-        match self {
-            Unary::Exp => exp(x),
-            Unary::Erf => erf(x),
-            Unary::Tanh => tanh(x),
-            Unary::Sigmoid => sigmoid(x),
-            Unary::Gelu => gelu(x),
-            Unary::GeluTanh => gelu_tanh(x),
-            Unary::Relu => relu(x),
-        }
+        with_unary!(self, f => f(x))
     }
 }
 
@@ -219,53 +248,17 @@ fn relu(x: f32) -> f32 {
 /// One loop per function, the match outside it.
 #[inline(always)]
 fn map_slices(src: &[f32], dst: &mut [f32], op: Unary) {
-    macro_rules! each {
-        ($f:expr) => {
-            for (d, &x) in dst.iter_mut().zip(src) {
-                *d = $f(x);
-            }
-        };
-    }
-    match op {
-        Unary::Exp => each!(exp),
-        Unary::Erf => each!(erf),
-        Unary::Tanh => each!(tanh),
-        Unary::Sigmoid => each!(sigmoid),
-        Unary::Gelu => each!(gelu),
-        Unary::GeluTanh => each!(gelu_tanh),
-        Unary::Relu => each!(relu),
-    }
-}
-
-#[inline(always)]
-fn map_own(data: &mut [f32], op: Unary) {
-    macro_rules! each {
-        ($f:expr) => {
-            for x in data.iter_mut() {
-                *x = $f(*x);
-            }
-        };
-    }
-    match op {
-        Unary::Exp => each!(exp),
-        Unary::Erf => each!(erf),
-        Unary::Tanh => each!(tanh),
-        Unary::Sigmoid => each!(sigmoid),
-        Unary::Gelu => each!(gelu),
-        Unary::GeluTanh => each!(gelu_tanh),
-        Unary::Relu => each!(relu),
-    }
+    with_unary!(op, f => {
+        for (d, &x) in dst.iter_mut().zip(src) {
+            *d = f(x);
+        }
+    })
 }
 
 widest_isa! {
     /// `op` over `src` into `dst` (of the same length; extra elements of
     /// the longer one are left alone).
     pub fn map_into => map_slices(src: &[f32], dst: &mut [f32], op: Unary)
-}
-
-widest_isa! {
-    /// `op` applied to every element of `data` in place.
-    pub fn map_in_place => map_own(data: &mut [f32], op: Unary)
 }
 
 /// `op` over `src` into a new vector.
@@ -580,9 +573,6 @@ mod tests {
         ] {
             let want: Vec<f32> = src.iter().map(|&x| op.apply(x)).collect();
             assert_eq!(map(&src, op), want, "{op:?}");
-            let mut data = src.clone();
-            map_in_place(&mut data, op);
-            assert_eq!(data, want, "{op:?}");
         }
         assert_eq!(map(&[-1.0, f32::NAN, 2.0], Unary::Relu)[0], 0.0);
         assert!(map(&[-1.0, f32::NAN, 2.0], Unary::Relu)[1].is_nan());
