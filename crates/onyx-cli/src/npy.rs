@@ -114,17 +114,17 @@ pub fn decode(bytes: &[u8]) -> Result<Tensor, String> {
         ));
     }
     let data = match dtype {
-        DType::Float => Data::F32(le(body, f32::from_le_bytes)),
-        DType::Double => Data::F64(le(body, f64::from_le_bytes)),
-        DType::Float16 => Data::F16(le(body, f16::from_le_bytes)),
+        DType::Float => Data::F32(le(body, f32::from_le_bytes).into()),
+        DType::Double => Data::F64(le(body, f64::from_le_bytes).into()),
+        DType::Float16 => Data::F16(le(body, f16::from_le_bytes).into()),
         DType::Int8 => Data::I8(body.iter().map(|&b| b as i8).collect()),
-        DType::Uint8 => Data::U8(body.to_vec()),
-        DType::Int16 => Data::I16(le(body, i16::from_le_bytes)),
-        DType::Uint16 => Data::U16(le(body, u16::from_le_bytes)),
-        DType::Int32 => Data::I32(le(body, i32::from_le_bytes)),
-        DType::Uint32 => Data::U32(le(body, u32::from_le_bytes)),
-        DType::Int64 => Data::I64(le(body, i64::from_le_bytes)),
-        DType::Uint64 => Data::U64(le(body, u64::from_le_bytes)),
+        DType::Uint8 => Data::U8(body.to_vec().into()),
+        DType::Int16 => Data::I16(le(body, i16::from_le_bytes).into()),
+        DType::Uint16 => Data::U16(le(body, u16::from_le_bytes).into()),
+        DType::Int32 => Data::I32(le(body, i32::from_le_bytes).into()),
+        DType::Uint32 => Data::U32(le(body, u32::from_le_bytes).into()),
+        DType::Int64 => Data::I64(le(body, i64::from_le_bytes).into()),
+        DType::Uint64 => Data::U64(le(body, u64::from_le_bytes).into()),
         DType::Bool => Data::Bool(body.iter().map(|&b| b != 0).collect()),
         _ => return Err(format!("unsupported element type {dtype}")),
     };

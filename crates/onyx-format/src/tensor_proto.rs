@@ -77,24 +77,24 @@ fn data_from_raw(bytes: &[u8], dtype: DType, count: usize) -> Result<Data, Forma
         )));
     }
     Ok(match dtype {
-        DType::Float => Data::F32(from_le(bytes, f32::from_le_bytes)),
-        DType::Double => Data::F64(from_le(bytes, f64::from_le_bytes)),
-        DType::Float16 => Data::F16(from_le(bytes, f16::from_le_bytes)),
-        DType::BFloat16 => Data::BF16(from_le(bytes, bf16::from_le_bytes)),
+        DType::Float => Data::F32(from_le(bytes, f32::from_le_bytes).into()),
+        DType::Double => Data::F64(from_le(bytes, f64::from_le_bytes).into()),
+        DType::Float16 => Data::F16(from_le(bytes, f16::from_le_bytes).into()),
+        DType::BFloat16 => Data::BF16(from_le(bytes, bf16::from_le_bytes).into()),
         DType::Int8 => Data::I8(bytes.iter().map(|&b| b as i8).collect()),
-        DType::Int16 => Data::I16(from_le(bytes, i16::from_le_bytes)),
-        DType::Int32 => Data::I32(from_le(bytes, i32::from_le_bytes)),
-        DType::Int64 => Data::I64(from_le(bytes, i64::from_le_bytes)),
-        DType::Uint16 => Data::U16(from_le(bytes, u16::from_le_bytes)),
-        DType::Uint32 => Data::U32(from_le(bytes, u32::from_le_bytes)),
-        DType::Uint64 => Data::U64(from_le(bytes, u64::from_le_bytes)),
+        DType::Int16 => Data::I16(from_le(bytes, i16::from_le_bytes).into()),
+        DType::Int32 => Data::I32(from_le(bytes, i32::from_le_bytes).into()),
+        DType::Int64 => Data::I64(from_le(bytes, i64::from_le_bytes).into()),
+        DType::Uint16 => Data::U16(from_le(bytes, u16::from_le_bytes).into()),
+        DType::Uint32 => Data::U32(from_le(bytes, u32::from_le_bytes).into()),
+        DType::Uint64 => Data::U64(from_le(bytes, u64::from_le_bytes).into()),
         DType::Bool => Data::Bool(bytes.iter().map(|&b| b != 0).collect()),
         DType::Complex64 | DType::Complex128 => {
             return Err(FormatError(format!(
                 "element type {dtype} is not supported"
             )))
         }
-        _ => Data::U8(bytes.to_vec()),
+        _ => Data::U8(bytes.to_vec().into()),
     })
 }
 
@@ -116,12 +116,12 @@ fn data_from_fields(t: &TensorProto, dtype: DType, count: usize) -> Result<Data,
         return Ok(unpack(&bytes, dtype, count));
     }
     let data = match dtype {
-        DType::Float => Data::F32(t.float_data.clone()),
-        DType::Double => Data::F64(t.double_data.clone()),
-        DType::Int64 => Data::I64(t.int64_data.clone()),
-        DType::Uint64 => Data::U64(t.uint64_data.clone()),
+        DType::Float => Data::F32(t.float_data.clone().into()),
+        DType::Double => Data::F64(t.double_data.clone().into()),
+        DType::Int64 => Data::I64(t.int64_data.clone().into()),
+        DType::Uint64 => Data::U64(t.uint64_data.clone().into()),
         DType::Uint32 => Data::U32(t.uint64_data.iter().map(|&x| x as u32).collect()),
-        DType::Int32 => Data::I32(ints.clone()),
+        DType::Int32 => Data::I32(ints.clone().into()),
         DType::Int16 => Data::I16(ints.iter().map(|&x| x as i16).collect()),
         DType::Int8 => Data::I8(ints.iter().map(|&x| x as i8).collect()),
         DType::Uint16 => Data::U16(ints.iter().map(|&x| x as u16).collect()),
@@ -252,7 +252,7 @@ pub fn tensor_to_proto(t: &Tensor, name: &str) -> TensorProto {
             Data::I16(v) => to_le(v, i16::to_le_bytes),
             Data::I32(v) => to_le(v, i32::to_le_bytes),
             Data::I64(v) => to_le(v, i64::to_le_bytes),
-            Data::U8(v) => v.clone(),
+            Data::U8(v) => v.to_vec(),
             Data::U16(v) => to_le(v, u16::to_le_bytes),
             Data::U32(v) => to_le(v, u32::to_le_bytes),
             Data::U64(v) => to_le(v, u64::to_le_bytes),
@@ -283,8 +283,8 @@ mod tests {
             Tensor::from_vec(vec![2], vec![true, false]).unwrap(),
             Tensor::from_vec(vec![2], vec!["a".to_string(), "héllo".to_string()]).unwrap(),
             Tensor::from_vec(vec![1], vec![f16::from_f32(0.5)]).unwrap(),
-            Tensor::new(DType::Int4, vec![3], Data::I8(vec![-8, 7, -1])).unwrap(),
-            Tensor::new(DType::Uint2, vec![5], Data::U8(vec![0, 1, 2, 3, 1])).unwrap(),
+            Tensor::new(DType::Int4, vec![3], Data::I8(vec![-8, 7, -1].into())).unwrap(),
+            Tensor::new(DType::Uint2, vec![5], Data::U8(vec![0, 1, 2, 3, 1].into())).unwrap(),
             Tensor::from_vec(vec![0, 3], Vec::<f32>::new()).unwrap(),
         ];
         for t in &cases {

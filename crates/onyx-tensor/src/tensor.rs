@@ -1,25 +1,25 @@
 use std::fmt;
 
-use crate::{bf16, f16, DType, Elem};
+use crate::{bf16, f16, Buf, DType, Elem};
 
 /// Typed element storage. Minifloats and 2/4-bit integers are one per byte:
 /// signed ones (int4, int2) in `I8`, the rest in `U8`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Data {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-    F16(Vec<f16>),
-    BF16(Vec<bf16>),
-    I8(Vec<i8>),
-    I16(Vec<i16>),
-    I32(Vec<i32>),
-    I64(Vec<i64>),
-    U8(Vec<u8>),
-    U16(Vec<u16>),
-    U32(Vec<u32>),
-    U64(Vec<u64>),
-    Bool(Vec<bool>),
-    Str(Vec<String>),
+    F32(Buf<f32>),
+    F64(Buf<f64>),
+    F16(Buf<f16>),
+    BF16(Buf<bf16>),
+    I8(Buf<i8>),
+    I16(Buf<i16>),
+    I32(Buf<i32>),
+    I64(Buf<i64>),
+    U8(Buf<u8>),
+    U16(Buf<u16>),
+    U32(Buf<u32>),
+    U64(Buf<u64>),
+    Bool(Buf<bool>),
+    Str(Buf<String>),
 }
 
 /// Applies a generic expression to the vector inside a [`Data`], whatever its type.
@@ -57,14 +57,14 @@ impl Data {
     /// A vector of `len` default elements (zero, false, "") of the storage for `dtype`.
     pub fn zeros(dtype: DType, len: usize) -> Result<Data, TensorError> {
         Ok(match dtype {
-            DType::Float => Data::F32(vec![0.0; len]),
-            DType::Double => Data::F64(vec![0.0; len]),
-            DType::Float16 => Data::F16(vec![f16::ZERO; len]),
-            DType::BFloat16 => Data::BF16(vec![bf16::ZERO; len]),
-            DType::Int8 | DType::Int4 | DType::Int2 => Data::I8(vec![0; len]),
-            DType::Int16 => Data::I16(vec![0; len]),
-            DType::Int32 => Data::I32(vec![0; len]),
-            DType::Int64 => Data::I64(vec![0; len]),
+            DType::Float => Data::F32(vec![0.0; len].into()),
+            DType::Double => Data::F64(vec![0.0; len].into()),
+            DType::Float16 => Data::F16(vec![f16::ZERO; len].into()),
+            DType::BFloat16 => Data::BF16(vec![bf16::ZERO; len].into()),
+            DType::Int8 | DType::Int4 | DType::Int2 => Data::I8(vec![0; len].into()),
+            DType::Int16 => Data::I16(vec![0; len].into()),
+            DType::Int32 => Data::I32(vec![0; len].into()),
+            DType::Int64 => Data::I64(vec![0; len].into()),
             DType::Uint8
             | DType::Uint4
             | DType::Uint2
@@ -73,12 +73,12 @@ impl Data {
             | DType::Float8E5M2
             | DType::Float8E5M2FNUZ
             | DType::Float4E2M1
-            | DType::Float8E8M0 => Data::U8(vec![0; len]),
-            DType::Uint16 => Data::U16(vec![0; len]),
-            DType::Uint32 => Data::U32(vec![0; len]),
-            DType::Uint64 => Data::U64(vec![0; len]),
-            DType::Bool => Data::Bool(vec![false; len]),
-            DType::String => Data::Str(vec![String::new(); len]),
+            | DType::Float8E8M0 => Data::U8(vec![0; len].into()),
+            DType::Uint16 => Data::U16(vec![0; len].into()),
+            DType::Uint32 => Data::U32(vec![0; len].into()),
+            DType::Uint64 => Data::U64(vec![0; len].into()),
+            DType::Bool => Data::Bool(vec![false; len].into()),
+            DType::String => Data::Str(vec![String::new(); len].into()),
             DType::Complex64 | DType::Complex128 => {
                 return Err(TensorError(format!(
                     "element type {dtype} is not supported"
@@ -254,7 +254,7 @@ impl Tensor {
         }
         Ok(match &self.data {
             Data::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-            Data::F64(v) => v.clone(),
+            Data::F64(v) => v.to_vec(),
             Data::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
             Data::BF16(v) => v.iter().map(|x| x.to_f64()).collect(),
             Data::I8(v) => v.iter().map(|&x| f64::from(x)).collect(),
@@ -280,7 +280,7 @@ impl Tensor {
             Data::I8(v) => v.iter().map(|&x| i64::from(x)).collect(),
             Data::I16(v) => v.iter().map(|&x| i64::from(x)).collect(),
             Data::I32(v) => v.iter().map(|&x| i64::from(x)).collect(),
-            Data::I64(v) => v.clone(),
+            Data::I64(v) => v.to_vec(),
             Data::U8(v) if !self.dtype.is_minifloat() => v.iter().map(|&x| i64::from(x)).collect(),
             Data::U16(v) => v.iter().map(|&x| i64::from(x)).collect(),
             Data::U32(v) => v.iter().map(|&x| i64::from(x)).collect(),
@@ -314,8 +314,8 @@ mod tests {
         let t = Tensor::from_vec(vec![2, 3], vec![1f32; 6]).unwrap();
         assert_eq!(t.shape(), &[2, 3]);
         assert!(Tensor::from_vec(vec![2, 3], vec![1f32; 5]).is_err());
-        assert!(Tensor::new(DType::Int64, vec![1], Data::F32(vec![1.0])).is_err());
-        assert!(Tensor::new(DType::Float8E4M3FN, vec![1], Data::U8(vec![0x38])).is_ok());
+        assert!(Tensor::new(DType::Int64, vec![1], Data::F32(vec![1.0].into())).is_err());
+        assert!(Tensor::new(DType::Float8E4M3FN, vec![1], Data::U8(vec![0x38].into())).is_ok());
         assert!(Tensor::zeros(DType::Float, vec![usize::MAX, 2]).is_err());
     }
 
@@ -342,7 +342,12 @@ mod tests {
 
     #[test]
     fn widening() {
-        let t = Tensor::new(DType::Float8E4M3FN, vec![2], Data::U8(vec![0x38, 0xB8])).unwrap();
+        let t = Tensor::new(
+            DType::Float8E4M3FN,
+            vec![2],
+            Data::U8(vec![0x38, 0xB8].into()),
+        )
+        .unwrap();
         assert_eq!(t.to_f64_vec().unwrap(), vec![1.0, -1.0]);
         assert!(t.to_i64_vec().is_err());
     }

@@ -25,7 +25,7 @@ fn widen(t: &Tensor) -> OpResult<Wide> {
         return Ok(Wide::Float(t.to_f64_vec()?));
     }
     Ok(match t.data() {
-        Data::Str(v) => Wide::Str(v.clone()),
+        Data::Str(v) => Wide::Str(v.to_vec()),
         Data::U64(v) => Wide::Int(v.iter().map(|&x| i128::from(x)).collect()),
         _ => Wide::Int(t.to_i64_vec()?.into_iter().map(i128::from).collect()),
     })
@@ -183,7 +183,7 @@ pub fn cast_with_round_mode(
     }
     let data = match to {
         DType::Float => Data::F32(as_f64.iter().map(|&x| x as f32).collect()),
-        DType::Double => Data::F64(as_f64),
+        DType::Double => Data::F64(as_f64.into()),
         DType::Float16 => Data::F16(as_f64.iter().map(|&x| f16::from_f64(x)).collect()),
         DType::BFloat16 => Data::BF16(as_f64.iter().map(|&x| bf16::from_f64(x)).collect()),
         DType::Bool => Data::Bool(as_f64.iter().map(|&x| x != 0.0).collect()),
@@ -202,7 +202,7 @@ pub fn cast_with_round_mode(
                 .collect(),
             Wide::Int(v) => v.iter().map(|x| x.to_string()).collect(),
             Wide::Float(v) => v.iter().map(|&x| float_to_string(x, from)).collect(),
-            Wide::Str(v) => v.clone(),
+            Wide::Str(v) => v.clone().into(),
         }),
         _ => return Err(op_err!("cannot cast {from} to {to}")),
     };
@@ -303,10 +303,10 @@ mod tests {
         assert_eq!(sf.as_slice::<f32>().unwrap(), &[3.5, f32::NEG_INFINITY]);
         // integers wrap to the low four bits: 300 = 0x12C -> 0xC = -4
         let i4 = cast_tensor(&i, DType::Int4, true).unwrap();
-        assert_eq!(i4.into_data(), Data::I8(vec![1, -1, -4, 0]));
+        assert_eq!(i4.into_data(), Data::I8(vec![1, -1, -4, 0].into()));
         // floats truncate, and out-of-range floats become 0
         let f4 = cast_tensor(&f, DType::Int4, true).unwrap();
-        assert_eq!(f4.into_data(), Data::I8(vec![1, -1, 0, 0]));
+        assert_eq!(f4.into_data(), Data::I8(vec![1, -1, 0, 0].into()));
         let e8 = Tensor::from_vec(vec![3], vec![1.1f32, 2.0, 0.75]).unwrap();
         let up = cast_with_round_mode(&e8, DType::Float8E8M0, true, RoundMode::Up).unwrap();
         assert_eq!(up.as_slice::<u8>().unwrap(), &[128, 128, 127]);

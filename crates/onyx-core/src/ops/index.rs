@@ -317,24 +317,24 @@ fn scatter_apply(
     let (dtype, shape, mut data) = t.clone().into_parts();
     let u = updates.data();
     if red == Reduction::None {
-        with_data!(&mut data, v => assign(v, u, pairs)?);
+        with_data!(&mut data, v => assign(v.make_mut(), u, pairs)?);
     } else {
         if dtype.is_minifloat() {
             return Err(op_err!("reduction is not supported for {dtype}"));
         }
         match &mut data {
-            Data::F32(v) => combine(v, u, pairs, red)?,
-            Data::F64(v) => combine(v, u, pairs, red)?,
-            Data::F16(v) => combine(v, u, pairs, red)?,
-            Data::BF16(v) => combine(v, u, pairs, red)?,
-            Data::I8(v) => combine(v, u, pairs, red)?,
-            Data::I16(v) => combine(v, u, pairs, red)?,
-            Data::I32(v) => combine(v, u, pairs, red)?,
-            Data::I64(v) => combine(v, u, pairs, red)?,
-            Data::U8(v) => combine(v, u, pairs, red)?,
-            Data::U16(v) => combine(v, u, pairs, red)?,
-            Data::U32(v) => combine(v, u, pairs, red)?,
-            Data::U64(v) => combine(v, u, pairs, red)?,
+            Data::F32(v) => combine(v.make_mut(), u, pairs, red)?,
+            Data::F64(v) => combine(v.make_mut(), u, pairs, red)?,
+            Data::F16(v) => combine(v.make_mut(), u, pairs, red)?,
+            Data::BF16(v) => combine(v.make_mut(), u, pairs, red)?,
+            Data::I8(v) => combine(v.make_mut(), u, pairs, red)?,
+            Data::I16(v) => combine(v.make_mut(), u, pairs, red)?,
+            Data::I32(v) => combine(v.make_mut(), u, pairs, red)?,
+            Data::I64(v) => combine(v.make_mut(), u, pairs, red)?,
+            Data::U8(v) => combine(v.make_mut(), u, pairs, red)?,
+            Data::U16(v) => combine(v.make_mut(), u, pairs, red)?,
+            Data::U32(v) => combine(v.make_mut(), u, pairs, red)?,
+            Data::U64(v) => combine(v.make_mut(), u, pairs, red)?,
             _ => return Err(op_err!("reduction is not supported for {dtype}")),
         }
     }

@@ -256,20 +256,20 @@ fn where_op(
     }
     let strides = [sc.as_slice(), sx.as_slice(), sy.as_slice()];
     let data = match (x.data(), y.data()) {
-        (Data::F32(a), Data::F32(b)) => Data::F32(pick(&shape, strides, cond, a, b, n)?),
-        (Data::F64(a), Data::F64(b)) => Data::F64(pick(&shape, strides, cond, a, b, n)?),
-        (Data::F16(a), Data::F16(b)) => Data::F16(pick(&shape, strides, cond, a, b, n)?),
-        (Data::BF16(a), Data::BF16(b)) => Data::BF16(pick(&shape, strides, cond, a, b, n)?),
-        (Data::I8(a), Data::I8(b)) => Data::I8(pick(&shape, strides, cond, a, b, n)?),
-        (Data::I16(a), Data::I16(b)) => Data::I16(pick(&shape, strides, cond, a, b, n)?),
-        (Data::I32(a), Data::I32(b)) => Data::I32(pick(&shape, strides, cond, a, b, n)?),
-        (Data::I64(a), Data::I64(b)) => Data::I64(pick(&shape, strides, cond, a, b, n)?),
-        (Data::U8(a), Data::U8(b)) => Data::U8(pick(&shape, strides, cond, a, b, n)?),
-        (Data::U16(a), Data::U16(b)) => Data::U16(pick(&shape, strides, cond, a, b, n)?),
-        (Data::U32(a), Data::U32(b)) => Data::U32(pick(&shape, strides, cond, a, b, n)?),
-        (Data::U64(a), Data::U64(b)) => Data::U64(pick(&shape, strides, cond, a, b, n)?),
-        (Data::Bool(a), Data::Bool(b)) => Data::Bool(pick(&shape, strides, cond, a, b, n)?),
-        (Data::Str(a), Data::Str(b)) => Data::Str(pick(&shape, strides, cond, a, b, n)?),
+        (Data::F32(a), Data::F32(b)) => Data::F32(pick(&shape, strides, cond, a, b, n)?.into()),
+        (Data::F64(a), Data::F64(b)) => Data::F64(pick(&shape, strides, cond, a, b, n)?.into()),
+        (Data::F16(a), Data::F16(b)) => Data::F16(pick(&shape, strides, cond, a, b, n)?.into()),
+        (Data::BF16(a), Data::BF16(b)) => Data::BF16(pick(&shape, strides, cond, a, b, n)?.into()),
+        (Data::I8(a), Data::I8(b)) => Data::I8(pick(&shape, strides, cond, a, b, n)?.into()),
+        (Data::I16(a), Data::I16(b)) => Data::I16(pick(&shape, strides, cond, a, b, n)?.into()),
+        (Data::I32(a), Data::I32(b)) => Data::I32(pick(&shape, strides, cond, a, b, n)?.into()),
+        (Data::I64(a), Data::I64(b)) => Data::I64(pick(&shape, strides, cond, a, b, n)?.into()),
+        (Data::U8(a), Data::U8(b)) => Data::U8(pick(&shape, strides, cond, a, b, n)?.into()),
+        (Data::U16(a), Data::U16(b)) => Data::U16(pick(&shape, strides, cond, a, b, n)?.into()),
+        (Data::U32(a), Data::U32(b)) => Data::U32(pick(&shape, strides, cond, a, b, n)?.into()),
+        (Data::U64(a), Data::U64(b)) => Data::U64(pick(&shape, strides, cond, a, b, n)?.into()),
+        (Data::Bool(a), Data::Bool(b)) => Data::Bool(pick(&shape, strides, cond, a, b, n)?.into()),
+        (Data::Str(a), Data::Str(b)) => Data::Str(pick(&shape, strides, cond, a, b, n)?.into()),
         _ => return Err(op_err!("unsupported element type {}", x.dtype())),
     };
     Ok(Tensor::new(x.dtype(), shape, data)?)
@@ -442,7 +442,7 @@ fn to_bits(t: &Tensor, width: u32) -> OpResult<Vec<u64>> {
         Data::U8(v) => v.iter().map(|&x| u64::from(x) & mask).collect(),
         Data::U16(v) => v.iter().map(|&x| u64::from(x)).collect(),
         Data::U32(v) => v.iter().map(|&x| u64::from(x)).collect(),
-        Data::U64(v) => v.clone(),
+        Data::U64(v) => v.to_vec(),
         Data::Bool(v) => v.iter().map(|&x| u64::from(x)).collect(),
         Data::Str(_) => return Err(op_err!("BitCast does not accept strings")),
     })
@@ -471,7 +471,7 @@ fn from_bits(to: DType, width: u32, bits: &[u64]) -> OpResult<Data> {
         Data::U8(_) => Data::U8(bits.iter().map(|&b| b as u8).collect()),
         Data::U16(_) => Data::U16(bits.iter().map(|&b| b as u16).collect()),
         Data::U32(_) => Data::U32(bits.iter().map(|&b| b as u32).collect()),
-        Data::U64(_) => Data::U64(bits.to_vec()),
+        Data::U64(_) => Data::U64(bits.to_vec().into()),
         Data::Bool(_) => Data::Bool(bits.iter().map(|&b| b != 0).collect()),
         Data::Str(_) => return Err(op_err!("BitCast cannot produce strings")),
     })
@@ -674,9 +674,9 @@ mod tests {
         );
         assert_eq!(bitcast(&i, DType::Float).unwrap(), f);
         assert!(bitcast(&f, DType::Int64).is_err());
-        let n = Tensor::new(DType::Int4, vec![2], Data::I8(vec![-1, 7])).unwrap();
+        let n = Tensor::new(DType::Int4, vec![2], Data::I8(vec![-1, 7].into())).unwrap();
         let u = bitcast(&n, DType::Uint4).unwrap();
-        assert_eq!(u.into_data(), Data::U8(vec![15, 7]));
+        assert_eq!(u.into_data(), Data::U8(vec![15, 7].into()));
         let b = Tensor::from_vec(vec![2], vec![true, false]).unwrap();
         let u8s = bitcast(&b, DType::Uint8).unwrap();
         assert_eq!(u8s.as_slice::<u8>().unwrap(), &[1, 0]);

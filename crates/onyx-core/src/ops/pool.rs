@@ -254,7 +254,7 @@ pub(crate) fn next_index(idx: &mut [usize], dims: &[usize]) -> bool {
 /// A tensor of `dtype` (a float type, or any type via Cast) from f64 values.
 pub(crate) fn from_f64(dtype: DType, shape: Vec<usize>, v: Vec<f64>) -> OpResult<Tensor> {
     let data = match dtype {
-        DType::Double => Data::F64(v),
+        DType::Double => Data::F64(v.into()),
         DType::Float => Data::F32(v.iter().map(|&x| x as f32).collect()),
         DType::Float16 => Data::F16(v.iter().map(|&x| f16::from_f64(x)).collect()),
         DType::BFloat16 => Data::BF16(v.iter().map(|&x| bf16::from_f64(x)).collect()),

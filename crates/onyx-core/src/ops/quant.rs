@@ -700,11 +700,11 @@ mod tests {
     fn small_and_float8_targets() {
         let x = Tensor::from_vec(vec![3], vec![1.0f32, 100.0, -100.0]).unwrap();
         let s = Tensor::scalar(1.0f32);
-        let z4 = Tensor::new(DType::Int4, vec![], Data::I8(vec![0])).unwrap();
+        let z4 = Tensor::new(DType::Int4, vec![], Data::I8(vec![0].into())).unwrap();
         let q = quantize(&x, &s, Some(&z4), &attrs(1, 0)).unwrap();
         assert_eq!(q.dtype(), DType::Int4);
-        assert_eq!(q.into_data(), Data::I8(vec![1, 7, -8]));
-        let z8 = Tensor::new(DType::Float8E4M3FN, vec![], Data::U8(vec![0])).unwrap();
+        assert_eq!(q.into_data(), Data::I8(vec![1, 7, -8].into()));
+        let z8 = Tensor::new(DType::Float8E4M3FN, vec![], Data::U8(vec![0].into())).unwrap();
         let q = quantize(&x, &s, Some(&z8), &attrs(1, 0)).unwrap();
         // 1.0 is 0x38; 100 lies halfway between 96 (0x6C) and 104 and rounds to even
         assert_eq!(q.as_slice::<u8>().unwrap(), &[0x38, 0x6C, 0xEC]);
