@@ -4,9 +4,10 @@
 //! arrays:
 //!
 //! - `("tensor", onnx_type_code, shape, data)`: `data` is a C-contiguous
-//!   buffer of the elements' native-endian bytes (a `bytearray` on the way
-//!   out, so numpy can wrap it without a copy), or a list of `str` for
-//!   strings;
+//!   buffer of the elements' native-endian bytes, or a list of `str` for
+//!   strings. On the way in, Onyx reads the buffer in place (no copy) for
+//!   every type whose layout is its own; on the way out it is a flat numpy
+//!   array that owns the output's vector (no copy either);
 //! - `("seq", elem_type_code_or_0, [values])`;
 //! - `("map", keys_tensor, values)`;
 //! - `("opt", value_or_None)`.
@@ -15,15 +16,17 @@
 #![allow(clippy::useless_conversion)]
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use numpy::PyArray1;
 use onyx_core::ir::{Dim, TypeInfo, ValueInfo};
 use onyx_core::{Error, ErrorKind, Session, SessionOptions};
-use onyx_tensor::{bf16, f16, DType, Data, MapValue, Tensor, Value};
-use pyo3::buffer::{Element, PyBuffer};
+use onyx_tensor::{bf16, f16, Buf, DType, Data, Elem, MapValue, SharedBytes, Tensor, Value};
+use pyo3::buffer::PyBuffer;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 create_exception!(
     onyx,
@@ -312,6 +315,26 @@ fn bad_value(name: &str, what: impl std::fmt::Display) -> PyErr {
     InvalidArgument::new_err(format!("input '{name}': {what}"))
 }
 
+/// A contiguous Python buffer (a numpy array's memory) that tensors read
+/// in place for as long as they hold it.
+struct ArrayMemory(PyBuffer<u8>);
+
+impl SharedBytes for ArrayMemory {
+    fn bytes(&self) -> &[u8] {
+        let len = self.0.len_bytes();
+        if len == 0 {
+            return &[];
+        }
+        // SAFETY: the PyBuffer holds the exporting object, whose memory stays
+        // allocated and in place until the buffer is released when this is
+        // dropped; it is C-contiguous (checked when made) and `len` bytes
+        // long. Onyx only reads it. Python code that writes to the array
+        // while a run reads it races with the run, as with onnxruntime's
+        // borrowed inputs.
+        unsafe { std::slice::from_raw_parts(self.0.buf_ptr() as *const u8, len) }
+    }
+}
+
 /// Splits native-endian bytes into elements of `N` bytes each.
 fn from_ne<const N: usize, T>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
     b.chunks_exact(N)
@@ -323,7 +346,19 @@ fn from_ne<const N: usize, T>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
         .collect()
 }
 
-fn data_from_bytes(name: &str, dtype: DType, b: &[u8]) -> PyResult<Data> {
+/// The bytes as elements of `T`: read in place when they are aligned for
+/// `T` (numpy's own allocations always are), otherwise decoded by `copy`.
+fn borrow_or_copy<T: Elem>(
+    memory: &Arc<dyn SharedBytes>,
+    copy: impl Fn(&[u8]) -> Vec<T>,
+) -> Buf<T> {
+    let len = memory.bytes().len() / std::mem::size_of::<T>();
+    Buf::view(Arc::clone(memory), 0, len).unwrap_or_else(|| copy(memory.bytes()).into())
+}
+
+/// Reads a buffer of native-endian elements of `dtype`, in place where the
+/// layout is Onyx's own.
+fn data_from_bytes(name: &str, dtype: DType, memory: &Arc<dyn SharedBytes>) -> PyResult<Data> {
     let size = match dtype {
         DType::Complex64 | DType::Complex128 | DType::String => {
             return Err(NotImplemented::new_err(format!(
@@ -333,6 +368,7 @@ fn data_from_bytes(name: &str, dtype: DType, b: &[u8]) -> PyResult<Data> {
         d if d.is_minifloat() => 1,
         d => d.size_in_memory().max(1),
     };
+    let b = memory.bytes();
     if !b.len().is_multiple_of(size) {
         return Err(bad_value(
             name,
@@ -343,51 +379,31 @@ fn data_from_bytes(name: &str, dtype: DType, b: &[u8]) -> PyResult<Data> {
         ));
     }
     Ok(match dtype {
-        DType::Float => Data::F32(from_ne(b, f32::from_ne_bytes)),
-        DType::Double => Data::F64(from_ne(b, f64::from_ne_bytes)),
-        DType::Float16 => Data::F16(from_ne(b, |a| f16::from_bits(u16::from_ne_bytes(a)))),
-        DType::BFloat16 => Data::BF16(from_ne(b, |a| bf16::from_bits(u16::from_ne_bytes(a)))),
-        DType::Int8 => Data::I8(from_ne(b, i8::from_ne_bytes)),
+        DType::Float => Data::F32(borrow_or_copy(memory, |b| from_ne(b, f32::from_ne_bytes))),
+        DType::Double => Data::F64(borrow_or_copy(memory, |b| from_ne(b, f64::from_ne_bytes))),
+        DType::Float16 => Data::F16(borrow_or_copy(memory, |b| {
+            from_ne(b, |a| f16::from_bits(u16::from_ne_bytes(a)))
+        })),
+        DType::BFloat16 => Data::BF16(borrow_or_copy(memory, |b| {
+            from_ne(b, |a| bf16::from_bits(u16::from_ne_bytes(a)))
+        })),
+        DType::Int8 => Data::I8(borrow_or_copy(memory, |b| from_ne(b, i8::from_ne_bytes))),
         // ml_dtypes keeps int4/int2 in the low bits of a byte; Onyx keeps
         // them sign-extended.
         DType::Int4 => Data::I8(b.iter().map(|&x| ((x << 4) as i8) >> 4).collect()),
         DType::Int2 => Data::I8(b.iter().map(|&x| ((x << 6) as i8) >> 6).collect()),
         DType::Uint4 => Data::U8(b.iter().map(|&x| x & 0x0f).collect()),
         DType::Uint2 => Data::U8(b.iter().map(|&x| x & 0x03).collect()),
-        DType::Int16 => Data::I16(from_ne(b, i16::from_ne_bytes)),
-        DType::Int32 => Data::I32(from_ne(b, i32::from_ne_bytes)),
-        DType::Int64 => Data::I64(from_ne(b, i64::from_ne_bytes)),
-        DType::Uint16 => Data::U16(from_ne(b, u16::from_ne_bytes)),
-        DType::Uint32 => Data::U32(from_ne(b, u32::from_ne_bytes)),
-        DType::Uint64 => Data::U64(from_ne(b, u64::from_ne_bytes)),
+        DType::Int16 => Data::I16(borrow_or_copy(memory, |b| from_ne(b, i16::from_ne_bytes))),
+        DType::Int32 => Data::I32(borrow_or_copy(memory, |b| from_ne(b, i32::from_ne_bytes))),
+        DType::Int64 => Data::I64(borrow_or_copy(memory, |b| from_ne(b, i64::from_ne_bytes))),
+        DType::Uint16 => Data::U16(borrow_or_copy(memory, |b| from_ne(b, u16::from_ne_bytes))),
+        DType::Uint32 => Data::U32(borrow_or_copy(memory, |b| from_ne(b, u32::from_ne_bytes))),
+        DType::Uint64 => Data::U64(borrow_or_copy(memory, |b| from_ne(b, u64::from_ne_bytes))),
+        // numpy's bool is a byte that may hold any value; Onyx's must be 0 or 1.
         DType::Bool => Data::Bool(b.iter().map(|&x| x != 0).collect()),
         // uint8 and the minifloats: one byte per element.
-        _ => Data::U8(b.to_vec()),
-    })
-}
-
-/// Copies a C-contiguous buffer whose format is the element type's own
-/// straight into typed storage (one copy); None when the buffer is bytes or
-/// the type has no buffer format of its own.
-fn typed_data(dtype: DType, payload: &Bound<'_, PyAny>) -> PyResult<Option<Data>> {
-    fn read<T: Element>(payload: &Bound<'_, PyAny>) -> PyResult<Option<Vec<T>>> {
-        match PyBuffer::<T>::get_bound(payload) {
-            Ok(buf) if buf.is_c_contiguous() => Ok(Some(buf.to_vec(payload.py())?)),
-            _ => Ok(None),
-        }
-    }
-    Ok(match dtype {
-        DType::Float => read(payload)?.map(Data::F32),
-        DType::Double => read(payload)?.map(Data::F64),
-        DType::Int8 => read(payload)?.map(Data::I8),
-        DType::Int16 => read(payload)?.map(Data::I16),
-        DType::Int32 => read(payload)?.map(Data::I32),
-        DType::Int64 => read(payload)?.map(Data::I64),
-        DType::Uint8 => read(payload)?.map(Data::U8),
-        DType::Uint16 => read(payload)?.map(Data::U16),
-        DType::Uint32 => read(payload)?.map(Data::U32),
-        DType::Uint64 => read(payload)?.map(Data::U64),
-        _ => None,
+        _ => Data::U8(borrow_or_copy(memory, <[u8]>::to_vec)),
     })
 }
 
@@ -401,17 +417,15 @@ fn tensor_from_py(name: &str, t: &Bound<'_, PyTuple>) -> PyResult<Tensor> {
         let items: Vec<String> = payload
             .extract()
             .map_err(|_| bad_value(name, "string tensors must hold only str elements"))?;
-        Data::Str(items)
-    } else if let Some(data) = typed_data(dtype, &payload)? {
-        data
+        Data::Str(items.into())
     } else {
         let buf = PyBuffer::<u8>::get_bound(&payload)
             .map_err(|e| bad_value(name, format!("not a byte buffer: {e}")))?;
         if !buf.is_c_contiguous() {
             return Err(bad_value(name, "the buffer is not contiguous"));
         }
-        let bytes = buf.to_vec(t.py())?;
-        data_from_bytes(name, dtype, &bytes)?
+        let memory: Arc<dyn SharedBytes> = Arc::new(ArrayMemory(buf));
+        data_from_bytes(name, dtype, &memory)?
     };
     Tensor::new(dtype, shape, data).map_err(|e| bad_value(name, e))
 }
@@ -460,55 +474,38 @@ fn value_from_py(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     }
 }
 
-/// Writes elements as native-endian bytes of `N` each.
-fn fill<T: Copy, const N: usize>(out: &mut [u8], v: &[T], f: impl Fn(T) -> [u8; N]) {
-    for (c, &x) in out.chunks_exact_mut(N).zip(v) {
-        c.copy_from_slice(&f(x));
-    }
+/// A flat numpy array that takes over the vector (copied only when the
+/// elements are a view of memory Onyx does not own, such as an input).
+fn numpy_from<T: Elem + numpy::Element>(py: Python<'_>, b: Buf<T>) -> PyObject {
+    PyArray1::from_vec_bound(py, b.into_vec())
+        .into_any()
+        .unbind()
 }
 
-fn data_to_bytes(out: &mut [u8], data: &Data) {
-    match data {
-        Data::F32(v) => fill(out, v, f32::to_ne_bytes),
-        Data::F64(v) => fill(out, v, f64::to_ne_bytes),
-        Data::F16(v) => fill(out, v, |x| x.to_bits().to_ne_bytes()),
-        Data::BF16(v) => fill(out, v, |x| x.to_bits().to_ne_bytes()),
-        Data::I8(v) => fill(out, v, i8::to_ne_bytes),
-        Data::I16(v) => fill(out, v, i16::to_ne_bytes),
-        Data::I32(v) => fill(out, v, i32::to_ne_bytes),
-        Data::I64(v) => fill(out, v, i64::to_ne_bytes),
-        Data::U8(v) => out.copy_from_slice(v),
-        Data::U16(v) => fill(out, v, u16::to_ne_bytes),
-        Data::U32(v) => fill(out, v, u32::to_ne_bytes),
-        Data::U64(v) => fill(out, v, u64::to_ne_bytes),
-        Data::Bool(v) => fill(out, v, |x| [x as u8]),
-        Data::Str(_) => {}
-    }
-}
-
-fn elem_bytes(data: &Data) -> usize {
-    match data {
-        Data::F64(_) | Data::I64(_) | Data::U64(_) => 8,
-        Data::F32(_) | Data::I32(_) | Data::U32(_) => 4,
-        Data::F16(_) | Data::BF16(_) | Data::I16(_) | Data::U16(_) => 2,
-        Data::I8(_) | Data::U8(_) | Data::Bool(_) => 1,
-        Data::Str(_) => 0,
-    }
+/// Half floats go to numpy as their 16-bit patterns; the Python half views
+/// them as float16 or ml_dtypes' bfloat16.
+fn numpy_bits<T: Elem + bytemuck::Pod>(py: Python<'_>, b: Buf<T>) -> PyObject {
+    let bits: Vec<u16> = bytemuck::allocation::cast_vec(b.into_vec());
+    PyArray1::from_vec_bound(py, bits).into_any().unbind()
 }
 
 fn tensor_to_py(py: Python<'_>, t: Tensor) -> PyResult<PyObject> {
     let (dtype, shape, data) = t.into_parts();
     let payload: PyObject = match data {
-        Data::Str(v) => PyList::new_bound(py, v).into_any().unbind(),
-        data => {
-            let len = data.len() * elem_bytes(&data);
-            PyByteArray::new_bound_with(py, len, |out| {
-                data_to_bytes(out, &data);
-                Ok(())
-            })?
-            .into_any()
-            .unbind()
-        }
+        Data::Str(v) => PyList::new_bound(py, v.into_vec()).into_any().unbind(),
+        Data::F32(v) => numpy_from(py, v),
+        Data::F64(v) => numpy_from(py, v),
+        Data::F16(v) => numpy_bits(py, v),
+        Data::BF16(v) => numpy_bits(py, v),
+        Data::I8(v) => numpy_from(py, v),
+        Data::I16(v) => numpy_from(py, v),
+        Data::I32(v) => numpy_from(py, v),
+        Data::I64(v) => numpy_from(py, v),
+        Data::U8(v) => numpy_from(py, v),
+        Data::U16(v) => numpy_from(py, v),
+        Data::U32(v) => numpy_from(py, v),
+        Data::U64(v) => numpy_from(py, v),
+        Data::Bool(v) => numpy_from(py, v),
     };
     Ok(("tensor", dtype.onnx_code(), shape, payload).into_py(py))
 }

@@ -209,8 +209,6 @@ _ML_DTYPES_CODES = {
     "int2": 26,
 }
 _STRING = 8
-# element types whose numpy buffers Onyx reads with their own format
-_TYPED_BUFFER_CODES = {1, 2, 3, 4, 5, 6, 7, 11, 12, 13}
 _TYPE_NAMES = {
     "float": 1,
     "uint8": 2,
@@ -299,12 +297,9 @@ def _encode_tensor(name: str, value: Any, ty: str) -> tuple:
     arr = value
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
-    # Contiguous arrays are passed as they are (numpy's numeric types)
-    # or as a byte view of their memory (bool, float16, the ml_dtypes types);
-    # Onyx copies them once into its tensor.
-    arr = np.ascontiguousarray(arr).reshape(-1)
-    if code not in _TYPED_BUFFER_CODES:
-        arr = arr.view(np.uint8)
+    # A byte view of the array's memory: Onyx reads a contiguous array in
+    # place during the run (only bool and the 2/4-bit types are converted).
+    arr = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
     return ("tensor", code, shape, arr)
 
 
@@ -352,8 +347,8 @@ def _decode(name: str, v: tuple) -> Any:
             arr = np.empty(len(data), dtype=object)
             arr[:] = data
             return arr.reshape(shape)
-        # numpy wraps the bytearray Onyx filled; no further copy.
-        return np.frombuffer(data, dtype=_numpy_dtype(code, name)).reshape(shape)
+        # a flat array that owns Onyx's output vector: viewed, not copied
+        return data.view(_numpy_dtype(code, name)).reshape(shape)
     if kind == "seq":
         return [_decode(name, item) for item in v[2]]
     if kind == "map":
