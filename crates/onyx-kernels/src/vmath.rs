@@ -261,6 +261,20 @@ widest_isa! {
     pub fn map_into => map_slices(src: &[f32], dst: &mut [f32], op: Unary)
 }
 
+#[inline(always)]
+fn map_slice_in_place(v: &mut [f32], op: Unary) {
+    with_unary!(op, f => {
+        for x in v.iter_mut() {
+            *x = f(*x);
+        }
+    })
+}
+
+widest_isa! {
+    /// `op` over `v`, in place.
+    pub fn map_in_place => map_slice_in_place(v: &mut [f32], op: Unary)
+}
+
 /// `op` over `src` into a new vector.
 pub fn map(src: &[f32], op: Unary) -> Vec<f32> {
     let mut out = vec![0f32; src.len()];

@@ -10,6 +10,8 @@
 //! type; that plain path is also the f32 path's oracle. The window geometry
 //! is shared with pooling.
 
+use std::sync::OnceLock;
+
 use onyx_tensor::{numel, strides_of, DType, Tensor, Value};
 
 use super::pool::{from_f64, nc_input, next_index, AutoPad, Geometry, Tap, WindowAttrs};
@@ -513,7 +515,7 @@ struct ConvTail<'a> {
 
 /// The f32 convolution, with the tail applied while each block of output
 /// is still in cache. A depthwise 2-D convolution runs a direct kernel per
-/// channel; one that `wino` (the weight, transformed at build) fits runs
+/// channel; one that `wino` (the constant weight, transformed) fits runs
 /// Winograd; the rest go through the packed GEMM, the weights of a group as
 /// A and the im2col matrix as B, packed straight from the input (for a
 /// pointwise convolution, B is the input itself). Both split across the
@@ -667,26 +669,42 @@ fn act_f64(act: Act, x: f64) -> f64 {
     }
 }
 
-/// The constant f32 weight of a 3x3, stride-1, undilated, ungrouped
-/// convolution with enough channels for the transforms to pay, transformed
-/// for Winograd once, at build time.
-fn winograd_filter(ctx: &BuildCtx, attrs: &WindowAttrs, group: usize) -> Option<Winograd3x3> {
-    const MIN_CHANNELS: usize = 16;
-    let w = ctx.const_input(1)?;
-    let ones = |v: &Option<Vec<i64>>| v.as_ref().is_none_or(|v| v.iter().all(|&s| s == 1));
-    let shape = w.shape();
-    if group != 1
-        || w.dtype() != DType::Float
-        || shape.len() != 4
-        || shape[2..] != [3, 3]
-        || !ones(&attrs.strides)
-        || !ones(&attrs.dilations)
-        || shape[0] < MIN_CHANNELS
-        || shape[1] < MIN_CHANNELS
-    {
-        return None;
+/// The Winograd form of a constant f32 weight of a 3x3, stride-1,
+/// undilated, ungrouped convolution with enough channels for the transforms
+/// to pay. It is made on the first run whose output plane has tiles enough
+/// (`Winograd3x3::fits`), not at build: a model's small late planes never
+/// take this path, and their transformed weights (four times the size)
+/// would only cost load time and memory.
+struct LazyWinograd(OnceLock<Option<Winograd3x3>>);
+
+impl LazyWinograd {
+    fn for_node(ctx: &BuildCtx, attrs: &WindowAttrs, group: usize) -> Option<LazyWinograd> {
+        const MIN_CHANNELS: usize = 16;
+        let w = ctx.const_input(1)?;
+        let ones = |v: &Option<Vec<i64>>| v.as_ref().is_none_or(|v| v.iter().all(|&s| s == 1));
+        let shape = w.shape();
+        let eligible = group == 1
+            && w.dtype() == DType::Float
+            && shape.len() == 4
+            && shape[2..] == [3, 3]
+            && ones(&attrs.strides)
+            && ones(&attrs.dilations)
+            && shape[0] >= MIN_CHANNELS
+            && shape[1] >= MIN_CHANNELS;
+        eligible.then(|| LazyWinograd(OnceLock::new()))
     }
-    Winograd3x3::new(w.as_slice::<f32>().ok()?, shape[0], shape[1]).ok()
+
+    /// The transformed weight when this run's plane fits Winograd; `w` is
+    /// the constant weight the node was built with.
+    fn get(&self, s: &ConvSetup, w: &[f32]) -> Option<&Winograd3x3> {
+        let p = s.plane_2d()?;
+        if !Winograd3x3::fits(&p) {
+            return None;
+        }
+        self.0
+            .get_or_init(|| Winograd3x3::new(w, s.d.m, s.d.c).ok())
+            .as_ref()
+    }
 }
 
 /// Conv, and FusedConv (`fused`): Conv's inputs plus an optional addend Z of
@@ -700,7 +718,7 @@ fn build_conv_op(ctx: &BuildCtx, fused: bool) -> OpResult<Box<dyn Kernel>> {
         Act::None
     };
     let op = if fused { "FusedConv" } else { "Conv" };
-    let wino = winograd_filter(ctx, &attrs, group);
+    let wino = LazyWinograd::for_node(ctx, &attrs, group);
     Ok(Box::new(move |rc: &RunCtx, inputs: &[Option<&Value>]| {
         let x = tensor_in(inputs, 0)?;
         let w = tensor_in(inputs, 1)?;
@@ -738,7 +756,8 @@ fn build_conv_op(ctx: &BuildCtx, fused: bool) -> OpResult<Box<dyn Kernel>> {
                 act,
             };
             let wv = w.as_slice::<f32>()?;
-            let out = conv_f32(&s, x.as_slice::<f32>()?, wv, wino.as_ref(), tail)?;
+            let wino = wino.as_ref().and_then(|f| f.get(&s, wv));
+            let out = conv_f32(&s, x.as_slice::<f32>()?, wv, wino, tail)?;
             return one(Tensor::from_vec(shape, out)?);
         }
         let (xv, wv) = (x.to_f64_vec()?, w.to_f64_vec()?);
@@ -1685,7 +1704,7 @@ mod tests {
         };
         // w fed at run time: the im2col GEMM
         let fed = run_graph(vec![node()], &[("x", x.clone()), ("w", w.clone())]);
-        // w an initializer: transformed at build, Winograd at run time
+        // w an initializer: transformed on the first run, Winograd then
         let vi = |n: &str| ValueInfo {
             name: n.into(),
             ty: None,

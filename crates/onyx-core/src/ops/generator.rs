@@ -511,6 +511,7 @@ mod tests {
             opset: 15,
             planner: &planner,
             const_inputs: &[],
+            stood_in: Default::default(),
         })
         .unwrap();
         let n = 20_000;

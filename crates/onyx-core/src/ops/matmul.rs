@@ -15,6 +15,7 @@ use onyx_tensor::{
     Elem, Tensor, Value,
 };
 
+use onyx_kernels::vmath::{self, Unary};
 use onyx_kernels::{sgemm, Act, Epilogue, MatRef, PackedB};
 
 use super::cast::cast_tensor;
@@ -159,17 +160,18 @@ fn gemm_err(e: onyx_kernels::GemmError) -> crate::ops::OpError {
     op_err!("{e}")
 }
 
-/// The planned f32 product through the packed GEMM kernels. `packed` is B
-/// packed ahead of time (a constant weight); otherwise B is packed here, once
-/// when every batch shares it.
-/// `epi` is applied to every batch's product.
-fn mm_f32_fast(
-    a: &[f32],
-    b: &[f32],
-    p: &MmPlan,
-    packed: Option<&PackedB>,
-    epi: &Epilogue,
-) -> OpResult<Vec<f32>> {
+/// The right operand of an f32 product: a matrix (or batch of them) as
+/// stored, or one weight packed ahead of time.
+#[derive(Clone, Copy)]
+enum Rhs<'a> {
+    Plain(&'a [f32]),
+    Packed(&'a PackedB),
+}
+
+/// The planned f32 product through the packed GEMM kernels. A plain B is
+/// packed here, once when every batch shares it. `epi` is applied to every
+/// batch's product.
+fn mm_f32_fast(a: &[f32], b: Rhs, p: &MmPlan, epi: &Epilogue) -> OpResult<Vec<f32>> {
     let (m, k, n) = (p.m, p.k, p.n);
     let mut out = vec![0.0f32; p.pairs.len() * m * n];
     if m * n == 0 {
@@ -182,6 +184,9 @@ fn mm_f32_fast(
         MatRef::row_major(am, rows, k).map_err(gemm_err)
     };
     let b_packed = |ob: usize| -> OpResult<PackedB> {
+        let Rhs::Plain(b) = b else {
+            return Err(op_err!("the packed weight does not fit a batched product"));
+        };
         let bm = b
             .get(ob..ob + k * n)
             .ok_or_else(|| op_err!("second operand is smaller than its shape says"))?;
@@ -190,9 +195,16 @@ fn mm_f32_fast(
     let shared_b = p.pairs.iter().all(|&(_, ob)| ob == p.pairs[0].1);
     if shared_b {
         let own;
-        let pb = match packed {
-            Some(pb) if pb.k() == k && pb.n() == n => pb,
-            _ => {
+        let pb = match b {
+            Rhs::Packed(pb) if pb.k() == k && pb.n() == n => pb,
+            Rhs::Packed(pb) => {
+                return Err(op_err!(
+                    "the packed weight is {}x{} but the product needs {k}x{n}",
+                    pb.k(),
+                    pb.n()
+                ))
+            }
+            Rhs::Plain(_) => {
                 own = b_packed(p.pairs[0].1)?;
                 &own
             }
@@ -220,16 +232,43 @@ fn mm_f32_fast(
     Ok(out)
 }
 
-/// A constant f32 MatMul weight of rank 1 or 2, packed for the kernels.
-fn pack_weight(w: Option<&Tensor>) -> Option<PackedB> {
-    let w = w?;
-    let v = w.as_slice::<f32>().ok()?;
-    let (k, n) = match *w.shape() {
-        [k] => (k, 1),
-        [k, n] => (k, n),
-        _ => return None,
-    };
-    Some(PackedB::new(MatRef::row_major(v, k, n).ok()?))
+/// A constant f32 MatMul weight of rank 1 or 2, packed once when the kernel
+/// is built; the plan then frees the weight as stored.
+struct PackedWeight {
+    packed: PackedB,
+    /// The weight's shape as the product sees it: `[k]` or `[k, n]`.
+    shape: Vec<usize>,
+}
+
+impl PackedWeight {
+    /// Packs constant input `i` when it is such a weight, and tells the plan
+    /// that the kernel stands in for it.
+    fn absorb(ctx: &BuildCtx, i: usize, trans: bool) -> Option<PackedWeight> {
+        let w = PackedWeight::new(ctx.const_input(i)?, trans)?;
+        ctx.stand_in_for(i);
+        Some(w)
+    }
+
+    /// Packs `w` (transposed if `trans`, a matrix only); `None` when it is
+    /// not an f32 vector or matrix.
+    fn new(w: &Tensor, trans: bool) -> Option<PackedWeight> {
+        let v = w.as_slice::<f32>().ok()?;
+        let (packed, shape) = match (w.shape(), trans) {
+            (&[k], false) => (PackedB::new(MatRef::row_major(v, k, 1).ok()?), vec![k]),
+            (&[k, n], false) => (PackedB::new(MatRef::row_major(v, k, n).ok()?), vec![k, n]),
+            (&[n, k], true) => (
+                PackedB::new(MatRef::row_major(v, n, k).ok()?.t()),
+                vec![k, n],
+            ),
+            _ => return None,
+        };
+        Some(PackedWeight { packed, shape })
+    }
+
+    /// Columns of the product.
+    fn n(&self) -> usize {
+        self.packed.n()
+    }
 }
 
 fn mm_f64(a: &[f64], b: &[f64], p: &MmPlan) -> OpResult<Vec<f64>> {
@@ -243,18 +282,7 @@ fn mm_typed<T: Arith + Elem>(a: &[T], b: &Tensor, p: &MmPlan, dtype: DType) -> O
 }
 
 /// numpy `matmul` of two tensors of the same numeric type.
-#[cfg(test)]
 pub(crate) fn matmul(check: Check, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
-    matmul_packed(check, a, b, None)
-}
-
-/// [`matmul`], with B already packed when it is a constant f32 weight.
-fn matmul_packed(
-    check: Check,
-    a: &Tensor,
-    b: &Tensor,
-    packed: Option<&PackedB>,
-) -> OpResult<Tensor> {
     if a.dtype() != b.dtype() {
         return Err(op_err!(
             "operands have different element types {} and {}",
@@ -269,7 +297,7 @@ fn matmul_packed(
         // f32 and f64 multiply natively, as numpy does
         Data::F32(x) => {
             let y = b.as_slice::<f32>()?;
-            let v = mm_f32_fast(x, y, &p, packed, &Epilogue::default())?;
+            let v = mm_f32_fast(x, Rhs::Plain(y), &p, &Epilogue::default())?;
             Ok(Tensor::from_vec(p.out_shape, v)?)
         }
         Data::F64(x) => {
@@ -303,47 +331,78 @@ fn build_fused_matmul(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
         Some("Gelu") => (Act::None, true),
         Some(other) => return Err(op_err!("unknown activation '{other}'")),
     };
-    let packed = pack_weight(ctx.const_input(1));
+    let weight = PackedWeight::absorb(ctx, 1, false).filter(|w| w.shape.len() == 2);
     Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
-        let (a, b, bias) = (
-            tensor_in(inputs, 0)?,
-            tensor_in(inputs, 1)?,
-            tensor_in(inputs, 2)?,
-        );
-        let (Ok(av), Ok(bv), Ok(biasv)) = (
-            a.as_slice::<f32>(),
-            b.as_slice::<f32>(),
-            bias.as_slice::<f32>(),
-        ) else {
-            return Err(op_err!(
-                "operands must be float tensors, got {}, {} and {}",
-                a.dtype(),
-                b.dtype(),
-                bias.dtype()
-            ));
+        let (a, bias) = (tensor_in(inputs, 0)?, tensor_in(inputs, 2)?);
+        let b = match &weight {
+            Some(w) => Right::Weight(w),
+            None => Right::Input(tensor_in(inputs, 1)?),
         };
-        if b.rank() != 2 || bias.shape() != [b.shape()[1]] {
-            return Err(op_err!(
-                "B must be a matrix and the bias one value per column, got shapes {:?} and {:?}",
-                b.shape(),
-                bias.shape()
-            ));
-        }
-        let check = |n, s| ctx.check_alloc(n, s);
-        let p = mm_plan(&check, a.shape(), b.shape())?;
-        check(count(&p.out_shape)?, 4)?;
+        let n = b.columns()?;
+        let biasv = bias
+            .as_slice::<f32>()
+            .ok()
+            .filter(|_| bias.shape() == [n])
+            .ok_or_else(|| {
+                op_err!(
+                    "the bias must be {n} floats, one per column, got {} of shape {:?}",
+                    bias.dtype(),
+                    bias.shape()
+                )
+            })?;
         let epi = Epilogue {
             col_bias: Some(biasv),
             act,
             ..Epilogue::default()
         };
-        let mut out = mm_f32_fast(av, bv, &p, packed.as_ref(), &epi)?;
+        let (shape, mut out) = b.product(&|n, s| ctx.check_alloc(n, s), a, &epi)?;
         if gelu {
-            out.iter_mut()
-                .for_each(|x| *x = super::activation::gelu(f64::from(*x)) as f32);
+            vmath::map_in_place(&mut out, Unary::Gelu);
         }
-        one(Tensor::from_vec(p.out_shape, out)?)
+        one(Tensor::from_vec(shape, out)?)
     }))
+}
+
+/// FusedMatMul's B: the weight packed at build time, or the input as given
+/// (a model may hold the node with a B that is not constant).
+enum Right<'a> {
+    Weight(&'a PackedWeight),
+    Input(&'a Tensor),
+}
+
+impl Right<'_> {
+    fn columns(&self) -> OpResult<usize> {
+        match self {
+            Right::Weight(w) => Ok(w.n()),
+            Right::Input(b) if b.rank() == 2 => Ok(b.shape()[1]),
+            Right::Input(b) => Err(op_err!("B must be a matrix, got shape {:?}", b.shape())),
+        }
+    }
+
+    /// `a` times B with `epi` applied: the output's shape and elements.
+    fn product(
+        &self,
+        check: Check,
+        a: &Tensor,
+        epi: &Epilogue,
+    ) -> OpResult<(Vec<usize>, Vec<f32>)> {
+        let (b_shape, rhs) = match self {
+            Right::Weight(w) => (w.shape.as_slice(), Rhs::Packed(&w.packed)),
+            Right::Input(b) => {
+                let bv = b
+                    .as_slice::<f32>()
+                    .map_err(|_| op_err!("B must be a float tensor, got {}", b.dtype()))?;
+                (b.shape(), Rhs::Plain(bv))
+            }
+        };
+        let av = a
+            .as_slice::<f32>()
+            .map_err(|_| op_err!("A must be a float tensor, got {}", a.dtype()))?;
+        let p = mm_plan(check, a.shape(), b_shape)?;
+        check(count(&p.out_shape)?, 4)?;
+        let out = mm_f32_fast(av, rhs, &p, epi)?;
+        Ok((p.out_shape, out))
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -364,26 +423,27 @@ fn build_gemm(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
         alpha: f64::from(ctx.node.attr_float("alpha")?.unwrap_or(1.0)),
         beta: f64::from(ctx.node.attr_float("beta")?.unwrap_or(1.0)),
     };
-    // a constant f32 B is packed (transposed as the node asks) once, here
-    let packed = ctx.const_input(1).and_then(|w| {
-        let v = w.as_slice::<f32>().ok()?;
-        let [r, c] = *w.shape() else { return None };
-        let m = MatRef::row_major(v, r, c).ok()?;
-        Some(PackedB::new(if at.trans_b { m.t() } else { m }))
-    });
+    // a constant 2-D f32 B is packed (transposed as the node asks) once, here
+    let weight = PackedWeight::absorb(ctx, 1, at.trans_b).filter(|w| w.shape.len() == 2);
     Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
-        let (a, b) = (tensor_in(inputs, 0)?, tensor_in(inputs, 1)?);
+        let check = |n, s| ctx.check_alloc(n, s);
+        let a = tensor_in(inputs, 0)?;
         let c = opt_tensor_in(inputs, 2)?;
-        if let Some(y) = gemm_f32(&|n, b| ctx.check_alloc(n, b), &at, a, b, c, packed.as_ref())? {
+        let b = match &weight {
+            Some(w) => Right::Weight(w),
+            None => Right::Input(tensor_in(inputs, 1)?),
+        };
+        if let Some(y) = gemm_f32(&check, &at, a, &b, c)? {
             return one(y);
         }
-        one(gemm(
-            &|n, b| ctx.check_alloc(n, b),
-            &at,
-            tensor_in(inputs, 0)?,
-            tensor_in(inputs, 1)?,
-            opt_tensor_in(inputs, 2)?,
-        )?)
+        match b {
+            Right::Input(b) => one(gemm(&check, &at, a, b, c)?),
+            Right::Weight(_) => Err(op_err!(
+                "B is a 2-D float weight, so A must be a 2-D float matrix and C float, got A {} of shape {:?}",
+                a.dtype(),
+                a.shape()
+            )),
+        }
     }))
 }
 
@@ -394,26 +454,41 @@ fn gemm_f32(
     check: Check,
     at: &GemmAttrs,
     a: &Tensor,
-    b: &Tensor,
+    b: &Right,
     c: Option<&Tensor>,
-    packed: Option<&PackedB>,
 ) -> OpResult<Option<Tensor>> {
-    let (Ok(av), Ok(bv)) = (a.as_slice::<f32>(), b.as_slice::<f32>()) else {
+    let Ok(av) = a.as_slice::<f32>() else {
         return Ok(None);
     };
     if c.is_some_and(|c| c.dtype() != DType::Float) {
         return Ok(None);
     }
-    let (&[ar, ac], &[br, bc]) = (a.shape(), b.shape()) else {
+    let &[ar, ac] = a.shape() else {
         return Ok(None);
     };
     let am = MatRef::row_major(av, ar, ac).map_err(gemm_err)?;
-    let bm = MatRef::row_major(bv, br, bc).map_err(gemm_err)?;
     let am = if at.trans_a { am.t() } else { am };
-    let bm = if at.trans_b { bm.t() } else { bm };
-    let (m, k, n) = (am.rows(), am.cols(), bm.cols());
-    if k != bm.rows() {
-        return Ok(None);
+    let own;
+    let pb = match b {
+        Right::Weight(w) => &w.packed,
+        Right::Input(b) => {
+            let (Ok(bv), &[br, bc]) = (b.as_slice::<f32>(), b.shape()) else {
+                return Ok(None);
+            };
+            let bm = MatRef::row_major(bv, br, bc).map_err(gemm_err)?;
+            own = PackedB::new(if at.trans_b { bm.t() } else { bm });
+            &own
+        }
+    };
+    let (m, k, n) = (am.rows(), am.cols(), pb.n());
+    if k != pb.k() {
+        return match b {
+            Right::Input(_) => Ok(None),
+            Right::Weight(_) => Err(op_err!(
+                "Gemm inner dimensions differ: A' is {m}x{k} and B' is {}x{n}",
+                pb.k()
+            )),
+        };
     }
     let total = m
         .checked_mul(n)
@@ -439,14 +514,6 @@ fn gemm_f32(
     let epi = Epilogue {
         col_bias: if fused { cv.map(|(_, v)| v) } else { None },
         ..Epilogue::default()
-    };
-    let own;
-    let pb = match packed {
-        Some(pb) if pb.k() == k && pb.n() == n => pb,
-        _ => {
-            own = PackedB::new(bm);
-            &own
-        }
     };
     let mut out = vec![0.0f32; total];
     sgemm(am, pb, &mut out, n, false, &epi).map_err(gemm_err)?;
@@ -1495,17 +1562,24 @@ fn rotary(
 
 pub fn register(r: &mut Registry) {
     r.add("", "MatMul", |bctx| {
-        let packed = pack_weight(bctx.const_input(1));
+        let weight = PackedWeight::absorb(bctx, 1, false);
         Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
-            let b = tensor_in(inputs, 1)?;
-            // the packed weight stands for B only while B has its shape
-            let pb = packed.as_ref().filter(|_| b.dtype() == DType::Float);
-            one(matmul_packed(
-                &|n, b| ctx.check_alloc(n, b),
-                tensor_in(inputs, 0)?,
-                b,
-                pb,
-            )?)
+            let check = |n, s| ctx.check_alloc(n, s);
+            let a = tensor_in(inputs, 0)?;
+            match &weight {
+                Some(w) => {
+                    let (shape, out) = Right::Weight(w)
+                        .product(&check, a, &Epilogue::default())
+                        .map_err(|_| {
+                            op_err!(
+                                "operands have different element types {} and float",
+                                a.dtype()
+                            )
+                        })?;
+                    one(Tensor::from_vec(shape, out)?)
+                }
+                None => one(matmul(&check, a, tensor_in(inputs, 1)?)?),
+            }
         }))
     });
     r.add("", "Gemm", build_gemm);
@@ -1571,12 +1645,15 @@ mod tests {
             let b = vals(sb.iter().product(), 2);
             let p = mm_plan(&no_limit, sa, sb).unwrap();
             let want = mm_run(&a, &b, &p, 0.0f32, |acc, x, y| acc + x * y).unwrap();
-            let mut got = vec![mm_f32_fast(&a, &b, &p, None, &Epilogue::default()).unwrap()];
+            let mut got = vec![mm_f32_fast(&a, Rhs::Plain(&b), &p, &Epilogue::default()).unwrap()];
             // a weight packed ahead of time gives the same result
             if sb.len() <= 2 {
-                let bt = t32(sb, &b);
-                let pb = pack_weight(Some(&bt)).unwrap();
-                got.push(mm_f32_fast(&a, &b, &p, Some(&pb), &Epilogue::default()).unwrap());
+                let w = PackedWeight::new(&t32(sb, &b), false).unwrap();
+                let (shape, out) = Right::Weight(&w)
+                    .product(&no_limit, &t32(sa, &a), &Epilogue::default())
+                    .unwrap();
+                assert_eq!(shape, p.out_shape);
+                got.push(out);
             }
             for g in got {
                 assert_eq!(g.len(), want.len(), "{sa:?} x {sb:?}");
@@ -1613,16 +1690,20 @@ mod tests {
                 let (aa, bb) = (if ta { &at_ } else { &a }, if tb { &bt } else { &b });
                 for c in &biases {
                     let want = gemm(&no_limit, &at, aa, bb, c.as_ref()).unwrap();
-                    let got = gemm_f32(&no_limit, &at, aa, bb, c.as_ref(), None)
-                        .unwrap()
-                        .unwrap();
-                    assert_eq!(got.shape(), &[5, 9]);
-                    let (g, w) = (
-                        got.as_slice::<f32>().unwrap(),
-                        want.as_slice::<f32>().unwrap(),
-                    );
-                    for (x, y) in g.iter().zip(w) {
-                        assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{x} vs {y}");
+                    // B as given, and B packed ahead of time
+                    let packed = PackedWeight::new(bb, tb).unwrap();
+                    for b in [Right::Input(bb), Right::Weight(&packed)] {
+                        let got = gemm_f32(&no_limit, &at, aa, &b, c.as_ref())
+                            .unwrap()
+                            .unwrap();
+                        assert_eq!(got.shape(), &[5, 9]);
+                        let (g, w) = (
+                            got.as_slice::<f32>().unwrap(),
+                            want.as_slice::<f32>().unwrap(),
+                        );
+                        for (x, y) in g.iter().zip(w) {
+                            assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{x} vs {y}");
+                        }
                     }
                 }
             }
@@ -1635,11 +1716,14 @@ mod tests {
             beta: 1.0,
         };
         let bad = t32(&[4], &[0.0; 4]);
-        assert!(gemm_f32(&no_limit, &at, &a, &b, Some(&bad), None).is_err());
-        // mismatched inner dims fall through to the general path's error
-        assert!(gemm_f32(&no_limit, &at, &a, &a, None, None)
+        assert!(gemm_f32(&no_limit, &at, &a, &Right::Input(&b), Some(&bad)).is_err());
+        // mismatched inner dims fall through to the general path's error,
+        // or are one when B is a packed weight
+        assert!(gemm_f32(&no_limit, &at, &a, &Right::Input(&a), None)
             .unwrap()
             .is_none());
+        let packed = PackedWeight::new(&a, false).unwrap();
+        assert!(gemm_f32(&no_limit, &at, &a, &Right::Weight(&packed), None).is_err());
     }
 
     #[test]

@@ -36,6 +36,7 @@ mod training;
 
 pub use util::*;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -107,6 +108,8 @@ pub struct BuildCtx<'a> {
     pub(crate) planner: &'a Planner<'a>,
     /// Per node input: the initializer it reads, when no run can change it.
     pub(crate) const_inputs: &'a [Option<&'a Value>],
+    /// Bit `i` set: the kernel keeps its own form of constant input `i`.
+    pub(crate) stood_in: Cell<u64>,
 }
 
 impl BuildCtx<'_> {
@@ -116,6 +119,16 @@ impl BuildCtx<'_> {
         match self.const_inputs.get(i).copied().flatten() {
             Some(Value::Tensor(t)) => Some(t),
             _ => None,
+        }
+    }
+
+    /// Says that the kernel keeps its own form of constant input `i` (a
+    /// packed weight) and never reads that input when it runs: the run
+    /// passes None there, and the plan frees the constant when nothing else
+    /// reads it.
+    pub fn stand_in_for(&self, i: usize) {
+        if i < 64 && self.const_input(i).is_some() {
+            self.stood_in.set(self.stood_in.get() | 1 << i);
         }
     }
 

@@ -249,6 +249,7 @@ mod tests {
             opset: 20,
             planner: &planner,
             const_inputs: &[],
+            stood_in: Default::default(),
         })
         .unwrap();
         let x = Value::Tensor(st(&[4], &["a12", "xa12", "b", "a"]));

@@ -111,7 +111,7 @@ fn fold_node(
         ..limits.clone()
     };
     let no_consts = vec![None; args.len()];
-    let kernel = planner.build_kernel(n, &no_consts).ok()?;
+    let (kernel, _) = planner.build_kernel(n, &no_consts).ok()?;
     let refs: Vec<Option<&Value>> = args.iter().map(Option::as_ref).collect();
     let outs = kernel.run(&RunCtx::detached(&fold_limits), &refs).ok()?;
     if outs.len() != n.outputs.len() {

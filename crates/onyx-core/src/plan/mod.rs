@@ -116,6 +116,44 @@ fn node_reads(n: &Node) -> Vec<String> {
     reads
 }
 
+/// Frees the constants no run reads: those only kernels with a form of their
+/// own read (packed weights), and initializers nothing reads at all. Their
+/// names are forgotten too, so that nothing can look them up by name.
+fn free_unread_consts(
+    consts: &mut [Value],
+    names: &mut HashMap<String, Source>,
+    steps: &[Step],
+    inputs: &[PlanInput],
+    outputs: &[(ValueInfo, Source)],
+) {
+    let mut read = vec![false; consts.len()];
+    let mut mark = |s: &Source| {
+        if let Source::Const(c) = s {
+            read[*c] = true;
+        }
+    };
+    for step in steps {
+        step.inputs.iter().flatten().for_each(&mut mark);
+        for sub in step.node.subgraphs() {
+            free_names(sub)
+                .iter()
+                .filter_map(|n| names.get(n))
+                .for_each(&mut mark);
+        }
+    }
+    outputs.iter().for_each(|(_, s)| mark(s));
+    inputs
+        .iter()
+        .filter_map(|i| i.default)
+        .for_each(|c| read[c] = true);
+    for (c, value) in consts.iter_mut().enumerate() {
+        if !read[c] {
+            *value = Value::Optional(None);
+        }
+    }
+    names.retain(|_, s| !matches!(s, Source::Const(c) if !read[*c]));
+}
+
 /// Orders nodes so that each comes after the producers of what it reads.
 pub(crate) fn topo_order(g: &Graph) -> Result<Vec<usize>> {
     let mut producer: HashMap<&str, usize> = HashMap::new();
@@ -177,11 +215,13 @@ impl Planner<'_> {
         self.build(g, g.initializers.clone(), true)
     }
 
+    /// Builds a node's kernel; also returns the inputs (a bit each) whose
+    /// constants the kernel keeps in a form of its own and does not read.
     pub(crate) fn build_kernel(
         &self,
         node: &Node,
         const_inputs: &[Option<&Value>],
-    ) -> Result<Box<dyn Kernel>> {
+    ) -> Result<(Box<dyn Kernel>, u64)> {
         let build = self
             .registry
             .get(&node.domain, &node.op_type)
@@ -212,8 +252,9 @@ impl Planner<'_> {
             opset,
             planner: self,
             const_inputs,
+            stood_in: Default::default(),
         };
-        build(&ctx).map_err(|e| {
+        let kernel = build(&ctx).map_err(|e| {
             // keep the kind of nested failures (an unsupported op inside a subgraph)
             let kind = if e.0.contains("is not supported") {
                 ErrorKind::NotImplemented
@@ -221,7 +262,8 @@ impl Planner<'_> {
                 ErrorKind::InvalidGraph
             };
             Error::new(kind, format!("{}: {}", node.describe(), e.0))
-        })
+        })?;
+        Ok((kernel, ctx.stood_in.get()))
     }
 
     fn build(
@@ -312,7 +354,12 @@ impl Planner<'_> {
                     _ => None,
                 })
                 .collect();
-            let kernel = self.build_kernel(node, &const_inputs)?;
+            let (kernel, stood_in) = self.build_kernel(node, &const_inputs)?;
+            for (i, input) in step_inputs.iter_mut().enumerate() {
+                if i < 64 && stood_in & (1 << i) != 0 {
+                    *input = None;
+                }
+            }
             steps.push(Step {
                 node: node.clone(),
                 kernel,
@@ -340,6 +387,7 @@ impl Planner<'_> {
                 s.frees.push(slot);
             }
         }
+        free_unread_consts(&mut consts, &mut names, &steps, &inputs, &outputs);
         Ok(Plan {
             inputs,
             outputs,
@@ -348,5 +396,89 @@ impl Planner<'_> {
             slot_count,
             names,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes::testing::*;
+
+    fn plan_of(g: &Graph) -> Plan {
+        let opsets = [(String::new(), 17)].into();
+        let planner = Planner {
+            opsets: &opsets,
+            registry: Registry::global(),
+        };
+        planner.plan(g, g.initializers.clone()).unwrap()
+    }
+
+    fn is_freed(plan: &Plan, name: &str) -> bool {
+        !plan.names.contains_key(name)
+    }
+
+    #[test]
+    fn a_weight_only_packed_kernels_read_is_freed() {
+        let mut g = graph(
+            &["x"],
+            &["y", "z"],
+            vec![
+                node("MatMul", &["x", "w"], &["y"]),
+                node("Gemm", &["x", "w"], &["g"]),
+                node("Add", &["g", "v"], &["z"]),
+            ],
+        );
+        g.initializers = vec![
+            ("w".into(), f32s(&[3, 3], &vals(9, 1))),
+            ("v".into(), f32s(&[3], &vals(3, 2))),
+            ("unread".into(), f32s(&[2], &vals(2, 3))),
+        ];
+        let plan = plan_of(&g);
+        assert!(is_freed(&plan, "w") && is_freed(&plan, "unread"));
+        assert!(!is_freed(&plan, "v"));
+        let freed = plan
+            .consts
+            .iter()
+            .filter(|c| matches!(c, Value::Optional(None)))
+            .count();
+        assert_eq!(freed, 2);
+        // the run gives what the weight as stored gives
+        let x = f32s(&[2, 3], &vals(6, 4));
+        let want = run_graph(&g, &[("x", x.clone())]);
+        let session = crate::Session::from_model(model(&g), Default::default()).unwrap();
+        let got: Vec<Tensor> = session
+            .run(vec![("x".into(), Value::Tensor(x))])
+            .unwrap()
+            .into_iter()
+            .map(|v| v.into_tensor().unwrap())
+            .collect();
+        assert_close(&got, &want);
+    }
+
+    #[test]
+    fn a_weight_that_is_also_read_as_stored_is_kept() {
+        let subgraph = graph(&[], &["s"], vec![node("Identity", &["w"], &["s"])]);
+        let mut cond = node("If", &["c"], &["i"]);
+        cond.attrs = [
+            (
+                "then_branch".to_string(),
+                crate::ir::Attr::Graph(subgraph.clone()),
+            ),
+            ("else_branch".to_string(), crate::ir::Attr::Graph(subgraph)),
+        ]
+        .into();
+        for readers in [
+            vec![
+                node("MatMul", &["x", "w"], &["y"]),
+                node("Relu", &["w"], &["z"]),
+            ],
+            vec![node("MatMul", &["x", "w"], &["y"]), cond.clone()],
+        ] {
+            let outputs: Vec<String> = readers.iter().map(|n| n.outputs[0].clone()).collect();
+            let outputs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+            let mut g = graph(&["x", "c"], &outputs, readers);
+            g.initializers = vec![("w".into(), f32s(&[3, 3], &vals(9, 1)))];
+            assert!(!is_freed(&plan_of(&g), "w"));
+        }
     }
 }
