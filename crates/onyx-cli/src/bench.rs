@@ -164,6 +164,21 @@ fn print_profile(nodes: &[NodeTime], runs: usize) {
     }
 }
 
+/// Which passes rewrote the graph and how often, e.g. "Gelu 2, FusedMatMul 4",
+/// or "none".
+pub fn rewrites_summary(session: &Session) -> String {
+    let rewrites: Vec<String> = session
+        .rewrites()
+        .iter()
+        .map(|(pass, n)| format!("{pass} {n}"))
+        .collect();
+    if rewrites.is_empty() {
+        "none".to_string()
+    } else {
+        rewrites.join(", ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,20 +227,5 @@ mod tests {
     #[test]
     fn json_strings_are_escaped() {
         assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
-    }
-}
-
-/// Which passes rewrote the graph and how often, e.g. "Gelu 2, FusedMatMul 4",
-/// or "none".
-pub fn rewrites_summary(session: &Session) -> String {
-    let rewrites: Vec<String> = session
-        .rewrites()
-        .iter()
-        .map(|(pass, n)| format!("{pass} {n}"))
-        .collect();
-    if rewrites.is_empty() {
-        "none".to_string()
-    } else {
-        rewrites.join(", ")
     }
 }

@@ -249,7 +249,7 @@ fn the_written_model_holds_the_fusions_and_computes_the_same() {
                 (dot + B[j]).max(0.0)
             })
             .collect();
-        assert_close(&got[..1], &[y1.clone()]);
+        assert_close(&got[..1], std::slice::from_ref(&y1));
         let y3: Vec<f32> = y1.iter().map(|v| if flag { -v } else { *v }).collect();
         assert_close(&got[2..], &[y3]);
     }
