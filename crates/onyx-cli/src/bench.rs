@@ -86,11 +86,6 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     );
     let peak = peak_rss_mib();
     let nodes = session.model().graph.nodes.len();
-    let rewrites: Vec<String> = session
-        .rewrites()
-        .iter()
-        .map(|(pass, n)| format!("{pass} {n}"))
-        .collect();
     if args.json {
         let peak = peak.map_or("null".to_string(), |m| format!("{m:.1}"));
         println!(
@@ -111,11 +106,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         println!(
             "opt level {:?}: {nodes} nodes; rewrites: {}",
             args.opt_level,
-            if rewrites.is_empty() {
-                "none".to_string()
-            } else {
-                rewrites.join(", ")
-            }
+            rewrites_summary(&session)
         );
         println!("load {load_ms:.3} ms, first run {first_run_ms:.3} ms");
         println!("median {median:.3} ms, p10 {p10:.3} ms, p90 {p90:.3} ms");
@@ -170,6 +161,21 @@ fn print_profile(nodes: &[NodeTime], runs: usize) {
     );
     for (op, count, ms, share) in op_type_table(nodes, runs) {
         println!("{op:<28} {count:>6} {ms:>12.3} {:>6.1}%", share * 100.0);
+    }
+}
+
+/// Which passes rewrote the graph and how often, e.g. "Gelu 2, FusedMatMul 4",
+/// or "none".
+pub fn rewrites_summary(session: &Session) -> String {
+    let rewrites: Vec<String> = session
+        .rewrites()
+        .iter()
+        .map(|(pass, n)| format!("{pass} {n}"))
+        .collect();
+    if rewrites.is_empty() {
+        "none".to_string()
+    } else {
+        rewrites.join(", ")
     }
 }
 

@@ -1,4 +1,5 @@
-//! `onyx`: run, inspect, check and benchmark ONNX models from the command line.
+//! `onyx`: run, inspect, check, benchmark and optimise ONNX models from the
+//! command line.
 //!
 //! Every failure prints one line on stderr and exits non-zero; a panic
 //! (always a bug) is reported the same way, without a backtrace.
@@ -10,6 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod inspect;
 mod npy;
+mod optimize;
 mod run;
 
 use std::path::PathBuf;
@@ -85,6 +87,16 @@ enum Command {
         #[arg(long, default_value = "all")]
         opt_level: OptLevel,
     },
+    /// Save the model as the optimisation passes rewrite it, as an ONNX file.
+    Optimize {
+        model: PathBuf,
+        /// Where to write the optimised model.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Graph optimisations: disabled, basic, extended or all.
+        #[arg(long, default_value = "all")]
+        opt_level: OptLevel,
+    },
     /// Describe a model: versions, inputs and outputs, operators, parameters.
     Inspect { model: PathBuf },
     /// Validate a model's structure; exits non-zero if it has problems.
@@ -139,6 +151,15 @@ fn main() -> ExitCode {
             json,
             dims,
             profile,
+            opt_level,
+        }),
+        Command::Optimize {
+            model,
+            output,
+            opt_level,
+        } => optimize::optimize(&optimize::OptimizeArgs {
+            model,
+            output,
             opt_level,
         }),
         Command::Inspect { model } => inspect::inspect(&model),

@@ -357,3 +357,86 @@ fn benches_the_example_model() {
     let text = onyx(&["bench", m, "--runs", "2"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("median"));
 }
+
+#[test]
+fn optimizes_the_example_model_into_a_file_that_runs_the_same() {
+    use onyx_core::passes::OptLevel;
+    use onyx_core::{Session, SessionOptions};
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mlp.onnx");
+    let dir = scratch("optimize");
+    let out_path = dir.join("mlp-opt.onnx");
+    let out = onyx(&[
+        "optimize",
+        example.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("3 nodes; rewrites: FusedMatMul 2"),
+        "{stdout}"
+    );
+
+    let (written, _) = onyx_format::load_model(&out_path, &Default::default()).unwrap();
+    let ops: Vec<(&str, &str)> = written
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .map(|n| (n.domain(), n.op_type()))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("com.onyx", "FusedMatMul"),
+            ("com.onyx", "FusedMatMul"),
+            ("", "Softmax")
+        ]
+    );
+    let unoptimised = SessionOptions {
+        opt_level: OptLevel::Disabled,
+        ..SessionOptions::default()
+    };
+    let run = |path: &Path| {
+        let s = Session::from_file(path, unoptimised.clone()).unwrap();
+        let x: Vec<f32> = (0..12).map(|i| i as f32 * 0.3 - 1.7).collect();
+        let x = Tensor::from_vec(vec![3, 4], x).unwrap();
+        let y = s.run(vec![("features".into(), Value::Tensor(x))]).unwrap();
+        y[0].as_tensor()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec()
+    };
+    let (got, want) = (run(&out_path), run(&example));
+    assert_eq!(got.len(), 9);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-5, "{got:?} vs {want:?}");
+    }
+
+    // the level is chosen as for `onyx run`
+    let plain_path = dir.join("mlp-plain.onnx");
+    let plain = plain_path.to_str().unwrap();
+    let m = example.to_str().unwrap();
+    let out = onyx(&["optimize", m, "-o", plain, "--opt-level", "disabled"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("6 nodes; rewrites: none"));
+
+    let missing = dir.join("no-folder").join("x.onnx");
+    let out = onyx(&["optimize", m, "-o", missing.to_str().unwrap()]);
+    assert_fails_with(&out, "cannot save the optimised model: cannot write model");
+    let out = onyx(&[
+        "optimize",
+        dir.join("nope.onnx").to_str().unwrap(),
+        "-o",
+        plain,
+    ]);
+    assert_fails_with(&out, "cannot read model");
+    let _ = std::fs::remove_dir_all(&dir);
+}

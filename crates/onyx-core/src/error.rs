@@ -14,7 +14,7 @@ pub enum ErrorKind {
     InvalidArgument,
     /// A configured limit would be exceeded.
     LimitExceeded,
-    /// A failure while running a node.
+    /// A failure while running a node, or writing the optimised model.
     Runtime,
 }
 

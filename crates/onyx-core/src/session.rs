@@ -1,10 +1,10 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use onyx_format::{decode_model, load_model, ExternalDataDir, LoadLimits};
+use onyx_format::{decode_model, load_model, save_model, ExternalDataDir, LoadLimits};
 use onyx_tensor::{DType, Value};
 
-use crate::ir::{import_model_with, Dim, Model, TypeInfo, ValueInfo};
+use crate::ir::{export_model, import_model_with, Dim, Model, TypeInfo, ValueInfo};
 use crate::ops::Registry;
 use crate::passes::{optimize, OptLevel, PassCounts};
 use crate::plan::{Plan, Planner};
@@ -29,6 +29,11 @@ pub struct SessionOptions {
     pub threads: usize,
     /// How much the graph is rewritten before planning.
     pub opt_level: OptLevel,
+    /// Where `Session::from_model` writes the model as rewritten by the
+    /// passes, as an ONNX file (as ONNX Runtime's `optimized_model_filepath`);
+    /// a model over protobuf's 2 GiB limit gets its large initializers in
+    /// `<file name>.data` beside it. Failing to write fails the session.
+    pub optimized_model_path: Option<PathBuf>,
 }
 
 /// A model, checked and compiled once, ready to run many times, from many
@@ -77,6 +82,15 @@ impl Session {
 
     pub fn from_model(mut model: Model, options: SessionOptions) -> Result<Session> {
         let rewrites = optimize(&mut model, options.opt_level, &options.limits);
+        if let Some(path) = &options.optimized_model_path {
+            // before planning, which takes the initializers over
+            save_model(export_model(&model), path).map_err(|e| {
+                Error::new(
+                    ErrorKind::Runtime,
+                    format!("cannot save the optimised model: {}", e.0),
+                )
+            })?;
+        }
         let planner = Planner {
             opsets: &model.opsets,
             registry: Registry::global(),

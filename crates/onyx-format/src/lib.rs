@@ -5,6 +5,7 @@
 
 mod external;
 mod load;
+mod save;
 mod tensor_proto;
 mod value_proto;
 
@@ -16,7 +17,8 @@ pub mod onnx {
 }
 
 pub use external::ExternalDataDir;
-pub use load::{decode_model, encode_model, load_model, save_model, LoadLimits};
+pub use load::{decode_model, load_model, LoadLimits};
+pub use save::{encode_model, save_model};
 pub use tensor_proto::{tensor_from_proto, tensor_to_proto};
 pub use value_proto::{decode_value_file, value_to_proto_bytes, ValueKind};
 

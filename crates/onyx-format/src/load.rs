@@ -94,20 +94,10 @@ pub fn load_model(path: &Path, limits: &LoadLimits) -> Result<(ModelProto, PathB
     Ok((model, dir))
 }
 
-/// Serialises a model to bytes.
-pub fn encode_model(model: &ModelProto) -> Vec<u8> {
-    model.encode_to_vec()
-}
-
-/// Writes a model to an .onnx file.
-pub fn save_model(model: &ModelProto, path: &Path) -> Result<(), FormatError> {
-    std::fs::write(path, encode_model(model))
-        .map_err(|e| FormatError(format!("cannot write model '{}': {e}", path.display())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode_model;
     use crate::onnx::{GraphProto, NodeProto};
 
     #[test]

@@ -127,18 +127,22 @@ fn describe(py: Python<'_>, infos: Vec<&ValueInfo>) -> Vec<(String, String, PyOb
 impl NativeSession {
     /// Loads a model from a path (str or os.PathLike) or from `bytes`; a
     /// run splits its operators across `threads` threads (0: one per
-    /// physical core); `opt_level` is disabled, basic, extended or all.
+    /// physical core); `opt_level` is disabled, basic, extended or all;
+    /// `optimized_model_path`, when given, is where the model as rewritten
+    /// by the optimisations is saved.
     #[new]
-    #[pyo3(signature = (model, threads = 0, opt_level = "all"))]
+    #[pyo3(signature = (model, threads = 0, opt_level = "all", optimized_model_path = None))]
     fn new(
         py: Python<'_>,
         model: &Bound<'_, PyAny>,
         threads: usize,
         opt_level: &str,
+        optimized_model_path: Option<PathBuf>,
     ) -> PyResult<Self> {
         let options = SessionOptions {
             threads,
             opt_level: opt_level.parse().map_err(InvalidArgument::new_err)?,
+            optimized_model_path,
             ..SessionOptions::default()
         };
         let session = if let Ok(b) = model.downcast::<PyBytes>() {

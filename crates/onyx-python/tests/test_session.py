@@ -338,6 +338,105 @@ def test_session_options_profiling_and_optimized_model(tmp_path):
         sess.run(None, {"features": x}, ro)
 
 
+def fusable_model():
+    """y1 = Relu(x W + b) and y2 = Relu(BatchNormalization(Conv(img))): a
+    MatMul and a Conv pattern that the extended level fuses."""
+    rng = np.random.default_rng(11)
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    inits = {
+        "w": f32(4, 5),
+        "b": f32(5),
+        "cw": f32(3, 2, 3, 3),
+        "scale": f32(3),
+        "beta": f32(3),
+        "mean": f32(3),
+        "var": np.abs(f32(3)) + 0.5,
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["a"]),
+        helper.make_node("Relu", ["a"], ["y1"]),
+        helper.make_node("Conv", ["img", "cw"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "scale", "beta", "mean", "var"], ["bn"]),
+        helper.make_node("Relu", ["bn"], ["y2"]),
+    ]
+    return make_model(
+        nodes,
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4]),
+            helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 2, 6, 6]),
+        ],
+        [
+            helper.make_tensor_value_info("y1", TensorProto.FLOAT, ["n", 5]),
+            helper.make_tensor_value_info("y2", TensorProto.FLOAT, [1, 3, 6, 6]),
+        ],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+
+
+def fusable_feeds():
+    rng = np.random.default_rng(12)
+    return {
+        "x": rng.standard_normal((3, 4)).astype(np.float32),
+        "img": rng.standard_normal((1, 2, 6, 6)).astype(np.float32),
+    }
+
+
+def saved_session(model, path, level):
+    so = onyx.SessionOptions()
+    so.graph_optimization_level = level
+    so.optimized_model_filepath = str(path)
+    return onyx.InferenceSession(model, sess_options=so)
+
+
+def test_optimized_model_filepath_saves_the_fused_graph(tmp_path):
+    from onnx.reference import ReferenceEvaluator
+
+    model = fusable_model()
+    path = tmp_path / "opt.onnx"
+    sess = saved_session(model, path, onyx.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    saved = onnx.load(str(path))
+    onnx.checker.check_model(saved)
+    assert [(n.domain, n.op_type) for n in saved.graph.node] == [
+        ("com.onyx", "FusedMatMul"),
+        ("com.onyx", "FusedConv"),
+    ]
+    assert {(o.domain, o.version) for o in saved.opset_import} == {("", 17), ("com.onyx", 1)}
+    feeds = fusable_feeds()
+    want = ReferenceEvaluator(onnx.load_from_string(model)).run(None, feeds)
+    # loaded as saved, without optimising again
+    plain = onyx.SessionOptions()
+    plain.graph_optimization_level = onyx.GraphOptimizationLevel.ORT_DISABLE_ALL
+    again = onyx.InferenceSession(str(path), sess_options=plain)
+    for outputs in (again.run(None, feeds), sess.run(None, feeds)):
+        for got, expected in zip(outputs, want):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_optimized_model_filepath_unoptimised_is_the_given_graph(tmp_path):
+    model = fusable_model()
+    path = tmp_path / "same.onnx"
+    saved_session(model, path, onyx.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    saved = onnx.load(str(path))
+    given = onnx.load_from_string(model)
+    assert [n.op_type for n in saved.graph.node] == [n.op_type for n in given.graph.node]
+    assert [n.op_type for n in saved.graph.node] == [
+        "MatMul", "Add", "Relu", "Conv", "BatchNormalization", "Relu"
+    ]
+    for a, b in zip(saved.graph.initializer, given.graph.initializer):
+        assert a.name == b.name
+        np.testing.assert_array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
+
+
+def test_optimized_model_filepath_that_cannot_be_written_fails_the_session(tmp_path):
+    with pytest.raises(onyx.Fail, match="^cannot save the optimised model: cannot write model '"):
+        saved_session(
+            fusable_model(),
+            tmp_path / "no-such-folder" / "opt.onnx",
+            onyx.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        )
+
+
 def test_intra_op_threads_are_checked():
     so = onyx.SessionOptions()
     so.intra_op_num_threads = -1

@@ -2,11 +2,13 @@
 //! attributes, decoded from protobuf once so later stages never see it.
 
 mod attr;
+mod export;
 mod gradient;
 mod import;
 mod validate;
 
 pub use attr::{Attr, AttrError};
+pub use export::export_model;
 pub use import::{import_model, import_model_with};
 pub use validate::validate;
 

@@ -111,6 +111,7 @@ class SessionOptions:
             GraphOptimizationLevel.ORT_ENABLE_ALL
         )
         self.execution_mode: ExecutionMode = ExecutionMode.ORT_SEQUENTIAL
+        # where the session saves the model as its optimisations rewrote it
         self.optimized_model_filepath: str = ""
         self.log_severity_level: int = 2
         self.log_verbosity_level: int = 0
@@ -435,10 +436,12 @@ class InferenceSession:
             raise InvalidArgument(
                 f"intra_op_num_threads must be a whole number of 0 or more, not {threads!r}"
             )
+        optimized_path = self._sess_options.optimized_model_filepath
         self._native = _onyx.NativeSession(
             self._model_bytes if self._model_bytes is not None else self._model_path,
             threads,
             _opt_level_name(self._sess_options.graph_optimization_level),
+            os.fspath(optimized_path) if optimized_path else None,
         )
         self._inputs = [NodeArg(*t) for t in self._native.inputs()]
         self._outputs = [NodeArg(*t) for t in self._native.outputs()]
@@ -456,8 +459,6 @@ class InferenceSession:
         self._profile_lock = threading.Lock()
         if self._sess_options.enable_profiling:
             self._profile = []
-        if self._sess_options.optimized_model_filepath:
-            self._write_optimized(self._sess_options.optimized_model_filepath)
 
     @staticmethod
     def _pick_providers(providers: Optional[Sequence[Any]]) -> List[str]:
@@ -472,16 +473,6 @@ class InferenceSession:
                     stacklevel=3,
                 )
         return [_CPU]
-
-    def _write_optimized(self, path: str) -> None:
-        # the model as given: the rewritten graph is not written back yet
-        if self._model_bytes is not None:
-            data = self._model_bytes
-        else:
-            with open(self._model_path, "rb") as f:  # type: ignore[arg-type]
-                data = f.read()
-        with open(path, "wb") as f:
-            f.write(data)
 
     def get_inputs(self) -> List[NodeArg]:
         return list(self._inputs)

@@ -32,6 +32,9 @@ class SessionOptions:
     inter_op_num_threads: int
     graph_optimization_level: GraphOptimizationLevel
     execution_mode: ExecutionMode
+    # Where the session saves the model as its optimisations rewrote it
+    # ("" saves nothing); a model over 2 GiB gets its large initializers in
+    # "<file name>.data" beside it.
     optimized_model_filepath: str
     log_severity_level: int
     log_verbosity_level: int
