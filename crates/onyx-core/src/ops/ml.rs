@@ -1205,8 +1205,15 @@ fn to_usize(v: i64, what: &str) -> OpResult<usize> {
 }
 
 /// Reads the node arrays of TreeEnsembleRegressor/Classifier, with leaf
-/// weights given as (tree id, node id, target id, weight) lists.
-fn legacy_forest(ctx: &BuildCtx, prefix: &str, n_targets: usize, agg: Agg) -> OpResult<Forest> {
+/// weights given as (tree id, node id, target id, weight) lists; `base`
+/// holds the values added to each target's score.
+fn legacy_forest(
+    ctx: &BuildCtx,
+    prefix: &str,
+    n_targets: usize,
+    agg: Agg,
+    base: Vec<f64>,
+) -> OpResult<Forest> {
     let tree_ids = ints_attr(ctx, "nodes_treeids")?;
     let node_ids = ints_attr(ctx, "nodes_nodeids")?;
     let features = ints_attr(ctx, "nodes_featureids")?;
@@ -1308,7 +1315,7 @@ fn legacy_forest(ctx: &BuildCtx, prefix: &str, n_targets: usize, agg: Agg) -> Op
         leaves,
         n_targets,
         agg,
-        base: floats_or_tensor(ctx, "base_values")?,
+        base,
         min_cols: 0,
     }
     .finish()
@@ -1317,7 +1324,8 @@ fn legacy_forest(ctx: &BuildCtx, prefix: &str, n_targets: usize, agg: Agg) -> Op
 fn build_tree_regressor(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     let n_targets = to_usize(ctx.node.attr_int("n_targets")?.unwrap_or(1), "n_targets")?;
     let agg = parse_agg(&string_attr(ctx, "aggregate_function", "SUM")?)?;
-    let forest = legacy_forest(ctx, "target", n_targets, agg)?;
+    let base = floats_or_tensor(ctx, "base_values")?;
+    let forest = legacy_forest(ctx, "target", n_targets, agg, base)?;
     let post = Post::from_attr(ctx)?;
     Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
         let (n, mut s) = forest.scores(ctx, tensor_in(inputs, 0)?)?;
@@ -1334,10 +1342,17 @@ fn build_tree_classifier(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     if n_classes == 0 {
         return Err(op_err!("class labels are required"));
     }
-    let forest = legacy_forest(ctx, "class", n_classes, Agg::Sum)?;
     let class_ids = ints_attr(ctx, "class_ids")?;
     // all weights for one class: a binary classifier scoring that class
     let binary = !class_ids.is_empty() && class_ids.iter().all(|&c| c == class_ids[0]);
+    let mut base = floats_or_tensor(ctx, "base_values")?;
+    if binary && n_classes == 2 && base.len() == 1 {
+        // One base value for two classes (skl2onnx's binary gradient
+        // boosting: the prior log-odds): added to class 0's score, as
+        // onnxruntime does.
+        base.push(0.0);
+    }
+    let forest = legacy_forest(ctx, "class", n_classes, Agg::Sum, base)?;
     let bin_col = class_ids.first().map_or(0, |&c| c as usize);
     let post = Post::from_attr(ctx)?;
     let width = if binary { n_classes.max(2) } else { n_classes };
@@ -2469,6 +2484,34 @@ mod tests {
         .unwrap();
         assert_eq!(i64s(&y[0]), vec![0, 1]);
         close(&f32s(&y[1]), &[0.75, 0.25, 0.25, 0.75]);
+
+        // binary with signed weights, one base value and LOGISTIC (what
+        // skl2onnx writes for binary gradient boosting): score v = weight +
+        // base, probabilities [1 - sigmoid(v), sigmoid(v)], label 1 when v > 0
+        let mut a = stump_attrs(1);
+        a.extend([
+            ("class_treeids", ints(&[0, 0])),
+            ("class_nodeids", ints(&[1, 2])),
+            ("class_ids", ints(&[0, 0])),
+            ("class_weights", floats(&[-0.5, 0.3])),
+            ("base_values", floats(&[0.1])),
+            ("classlabels_int64s", ints(&[0, 1])),
+            ("post_transform", Attr::String("LOGISTIC".into())),
+        ]);
+        let y = run_op(
+            "TreeEnsembleClassifier",
+            3,
+            a,
+            vec![tf(&[2, 1], &[0., 2.])],
+            2,
+        )
+        .unwrap();
+        assert_eq!(i64s(&y[0]), vec![0, 1]);
+        // sigmoid(0.4) = 0.598687660112452
+        close(
+            &f32s(&y[1]),
+            &[0.598_687_7, 0.401_312_3, 0.401_312_3, 0.598_687_7],
+        );
     }
 
     #[test]
