@@ -1831,6 +1831,57 @@ impl SvmClassifier {
         multiclass_probability(k, &r)
     }
 
+    /// One row's label (Ok(class index) or Err(literal label value)) and
+    /// its output scores.
+    fn row(&self, x: &[f64], kernels: &mut Vec<f64>) -> (Result<usize, i64>, Vec<f64>) {
+        let (votes, mut scores) = self.raw(x, kernels);
+        let has_proba = !self.prob_a.is_empty() && self.n_vectors > 0;
+        if has_proba {
+            scores = self.probabilities(&scores);
+        }
+        let (max_class, max_weight) = if votes.is_empty() {
+            let m = argmax(&scores);
+            (m, scores.get(m).copied().unwrap_or(0.0))
+        } else {
+            let m = argmax(&votes);
+            (m, votes[m])
+        };
+        let mut extra = -1;
+        let label = if self.rho.len() == 1 {
+            if self.labels.len() == 2 {
+                extra = 2;
+                if !has_proba && self.all_positive && max_weight >= 0.5 {
+                    Ok(1)
+                } else {
+                    Ok(max_class)
+                }
+            } else {
+                Err(i64::from(max_weight > 0.0))
+            }
+        } else {
+            Ok(max_class)
+        };
+        let out = match scores.len() {
+            1 => {
+                let s = scores[0];
+                if self.post == Post::Probit {
+                    vec![probit(s)]
+                } else if extra == 2 {
+                    let mut row = vec![-s, s];
+                    self.post.apply(&mut row);
+                    row
+                } else {
+                    vec![s]
+                }
+            }
+            _ => {
+                self.post.apply(&mut scores);
+                scores
+            }
+        };
+        (label, out)
+    }
+
     fn run(&self, x: &Tensor) -> OpResult<Vec<Value>> {
         let (n, v) = svm_input(x, self.features)?;
         let c = self.features;
@@ -1839,55 +1890,14 @@ impl SvmClassifier {
         let mut all_scores = Vec::new();
         let mut width = 0;
         for r in 0..n {
-            let (votes, mut scores) = self.raw(&v[r * c..(r + 1) * c], &mut kernels);
-            let has_proba = !self.prob_a.is_empty() && self.n_vectors > 0;
-            if has_proba {
-                scores = self.probabilities(&scores);
-            }
-            let (max_class, max_weight) = if votes.is_empty() {
-                let m = argmax(&scores);
-                (m, scores.get(m).copied().unwrap_or(0.0))
-            } else {
-                let m = argmax(&votes);
-                (m, votes[m])
-            };
-            // Ok(class index) or Err(literal label value)
-            let mut extra = -1;
-            let label = if self.rho.len() == 1 {
-                if self.labels.len() == 2 {
-                    extra = 2;
-                    if !has_proba && self.all_positive && max_weight >= 0.5 {
-                        Ok(1)
-                    } else {
-                        Ok(max_class)
-                    }
-                } else {
-                    Err(i64::from(max_weight > 0.0))
-                }
-            } else {
-                Ok(max_class)
-            };
+            let (label, out) = self.row(&v[r * c..(r + 1) * c], &mut kernels);
             labels_idx.push(label);
-            let out = match scores.len() {
-                1 => {
-                    let s = scores[0];
-                    if self.post == Post::Probit {
-                        vec![probit(s)]
-                    } else if extra == 2 {
-                        let mut row = vec![-s, s];
-                        self.post.apply(&mut row);
-                        row
-                    } else {
-                        vec![s]
-                    }
-                }
-                _ => {
-                    self.post.apply(&mut scores);
-                    scores
-                }
-            };
             width = out.len();
             all_scores.extend(out);
+        }
+        if n == 0 {
+            // an empty batch still has the score columns a row would have
+            width = self.row(&vec![0.0; c], &mut kernels).1.len();
         }
         let label = match &self.labels {
             Labels::Strs(s) => Tensor::from_vec(
@@ -2612,6 +2622,10 @@ mod tests {
             ("prob_a", floats(&[-1., -2., -1.5])),
             ("prob_b", floats(&[0.1, 0., -0.1])),
         ]);
+        // an empty batch keeps one probability column per class
+        let y = run_op("SVMClassifier", 1, a.clone(), vec![tf(&[0, 2], &[])], 2).unwrap();
+        assert_eq!(y[0].as_tensor().unwrap().shape(), &[0]);
+        assert_eq!(y[1].as_tensor().unwrap().shape(), &[0, 3]);
         let y = run_op("SVMClassifier", 1, a, vec![x], 2).unwrap();
         assert_eq!(i64s(&y[0]), vec![0, 0]);
         // libsvm/ONNX Runtime pairwise coupling (onnx.reference's version
