@@ -105,13 +105,15 @@ fn main() -> ExitCode {
             onyx_conformance::RTOL,
             onyx_conformance::ATOL
         );
-        let notes =
-            std::fs::read_to_string(crate_dir.join("known-failures.md")).unwrap_or_default();
-        let results_md = if notes.is_empty() {
-            results_md
-        } else {
-            format!("{results_md}\n{notes}")
-        };
+        // hand-written sections: why cases fail, then results from other
+        // test suites (exported models)
+        let mut results_md = results_md;
+        for notes_file in ["known-failures.md", "exported-models.md"] {
+            let notes = std::fs::read_to_string(crate_dir.join(notes_file)).unwrap_or_default();
+            if !notes.is_empty() {
+                results_md = format!("{results_md}\n{notes}");
+            }
+        }
         if let Err(e) = std::fs::write(&list_path, body)
             .and_then(|_| std::fs::write(crate_dir.join("RESULTS.md"), results_md))
         {

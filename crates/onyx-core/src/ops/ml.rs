@@ -1205,8 +1205,15 @@ fn to_usize(v: i64, what: &str) -> OpResult<usize> {
 }
 
 /// Reads the node arrays of TreeEnsembleRegressor/Classifier, with leaf
-/// weights given as (tree id, node id, target id, weight) lists.
-fn legacy_forest(ctx: &BuildCtx, prefix: &str, n_targets: usize, agg: Agg) -> OpResult<Forest> {
+/// weights given as (tree id, node id, target id, weight) lists; `base`
+/// holds the values added to each target's score.
+fn legacy_forest(
+    ctx: &BuildCtx,
+    prefix: &str,
+    n_targets: usize,
+    agg: Agg,
+    base: Vec<f64>,
+) -> OpResult<Forest> {
     let tree_ids = ints_attr(ctx, "nodes_treeids")?;
     let node_ids = ints_attr(ctx, "nodes_nodeids")?;
     let features = ints_attr(ctx, "nodes_featureids")?;
@@ -1308,7 +1315,7 @@ fn legacy_forest(ctx: &BuildCtx, prefix: &str, n_targets: usize, agg: Agg) -> Op
         leaves,
         n_targets,
         agg,
-        base: floats_or_tensor(ctx, "base_values")?,
+        base,
         min_cols: 0,
     }
     .finish()
@@ -1317,7 +1324,8 @@ fn legacy_forest(ctx: &BuildCtx, prefix: &str, n_targets: usize, agg: Agg) -> Op
 fn build_tree_regressor(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     let n_targets = to_usize(ctx.node.attr_int("n_targets")?.unwrap_or(1), "n_targets")?;
     let agg = parse_agg(&string_attr(ctx, "aggregate_function", "SUM")?)?;
-    let forest = legacy_forest(ctx, "target", n_targets, agg)?;
+    let base = floats_or_tensor(ctx, "base_values")?;
+    let forest = legacy_forest(ctx, "target", n_targets, agg, base)?;
     let post = Post::from_attr(ctx)?;
     Ok(Box::new(move |ctx: &RunCtx, inputs: &[Option<&Value>]| {
         let (n, mut s) = forest.scores(ctx, tensor_in(inputs, 0)?)?;
@@ -1334,10 +1342,17 @@ fn build_tree_classifier(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
     if n_classes == 0 {
         return Err(op_err!("class labels are required"));
     }
-    let forest = legacy_forest(ctx, "class", n_classes, Agg::Sum)?;
     let class_ids = ints_attr(ctx, "class_ids")?;
     // all weights for one class: a binary classifier scoring that class
     let binary = !class_ids.is_empty() && class_ids.iter().all(|&c| c == class_ids[0]);
+    let mut base = floats_or_tensor(ctx, "base_values")?;
+    if binary && n_classes == 2 && base.len() == 1 {
+        // One base value for two classes (skl2onnx's binary gradient
+        // boosting: the prior log-odds): added to class 0's score, as
+        // onnxruntime does.
+        base.push(0.0);
+    }
+    let forest = legacy_forest(ctx, "class", n_classes, Agg::Sum, base)?;
     let bin_col = class_ids.first().map_or(0, |&c| c as usize);
     let post = Post::from_attr(ctx)?;
     let width = if binary { n_classes.max(2) } else { n_classes };
@@ -1816,6 +1831,57 @@ impl SvmClassifier {
         multiclass_probability(k, &r)
     }
 
+    /// One row's label (Ok(class index) or Err(literal label value)) and
+    /// its output scores.
+    fn row(&self, x: &[f64], kernels: &mut Vec<f64>) -> (Result<usize, i64>, Vec<f64>) {
+        let (votes, mut scores) = self.raw(x, kernels);
+        let has_proba = !self.prob_a.is_empty() && self.n_vectors > 0;
+        if has_proba {
+            scores = self.probabilities(&scores);
+        }
+        let (max_class, max_weight) = if votes.is_empty() {
+            let m = argmax(&scores);
+            (m, scores.get(m).copied().unwrap_or(0.0))
+        } else {
+            let m = argmax(&votes);
+            (m, votes[m])
+        };
+        let mut extra = -1;
+        let label = if self.rho.len() == 1 {
+            if self.labels.len() == 2 {
+                extra = 2;
+                if !has_proba && self.all_positive && max_weight >= 0.5 {
+                    Ok(1)
+                } else {
+                    Ok(max_class)
+                }
+            } else {
+                Err(i64::from(max_weight > 0.0))
+            }
+        } else {
+            Ok(max_class)
+        };
+        let out = match scores.len() {
+            1 => {
+                let s = scores[0];
+                if self.post == Post::Probit {
+                    vec![probit(s)]
+                } else if extra == 2 {
+                    let mut row = vec![-s, s];
+                    self.post.apply(&mut row);
+                    row
+                } else {
+                    vec![s]
+                }
+            }
+            _ => {
+                self.post.apply(&mut scores);
+                scores
+            }
+        };
+        (label, out)
+    }
+
     fn run(&self, x: &Tensor) -> OpResult<Vec<Value>> {
         let (n, v) = svm_input(x, self.features)?;
         let c = self.features;
@@ -1824,55 +1890,14 @@ impl SvmClassifier {
         let mut all_scores = Vec::new();
         let mut width = 0;
         for r in 0..n {
-            let (votes, mut scores) = self.raw(&v[r * c..(r + 1) * c], &mut kernels);
-            let has_proba = !self.prob_a.is_empty() && self.n_vectors > 0;
-            if has_proba {
-                scores = self.probabilities(&scores);
-            }
-            let (max_class, max_weight) = if votes.is_empty() {
-                let m = argmax(&scores);
-                (m, scores.get(m).copied().unwrap_or(0.0))
-            } else {
-                let m = argmax(&votes);
-                (m, votes[m])
-            };
-            // Ok(class index) or Err(literal label value)
-            let mut extra = -1;
-            let label = if self.rho.len() == 1 {
-                if self.labels.len() == 2 {
-                    extra = 2;
-                    if !has_proba && self.all_positive && max_weight >= 0.5 {
-                        Ok(1)
-                    } else {
-                        Ok(max_class)
-                    }
-                } else {
-                    Err(i64::from(max_weight > 0.0))
-                }
-            } else {
-                Ok(max_class)
-            };
+            let (label, out) = self.row(&v[r * c..(r + 1) * c], &mut kernels);
             labels_idx.push(label);
-            let out = match scores.len() {
-                1 => {
-                    let s = scores[0];
-                    if self.post == Post::Probit {
-                        vec![probit(s)]
-                    } else if extra == 2 {
-                        let mut row = vec![-s, s];
-                        self.post.apply(&mut row);
-                        row
-                    } else {
-                        vec![s]
-                    }
-                }
-                _ => {
-                    self.post.apply(&mut scores);
-                    scores
-                }
-            };
             width = out.len();
             all_scores.extend(out);
+        }
+        if n == 0 {
+            // an empty batch still has the score columns a row would have
+            width = self.row(&vec![0.0; c], &mut kernels).1.len();
         }
         let label = match &self.labels {
             Labels::Strs(s) => Tensor::from_vec(
@@ -2469,6 +2494,34 @@ mod tests {
         .unwrap();
         assert_eq!(i64s(&y[0]), vec![0, 1]);
         close(&f32s(&y[1]), &[0.75, 0.25, 0.25, 0.75]);
+
+        // binary with signed weights, one base value and LOGISTIC (what
+        // skl2onnx writes for binary gradient boosting): score v = weight +
+        // base, probabilities [1 - sigmoid(v), sigmoid(v)], label 1 when v > 0
+        let mut a = stump_attrs(1);
+        a.extend([
+            ("class_treeids", ints(&[0, 0])),
+            ("class_nodeids", ints(&[1, 2])),
+            ("class_ids", ints(&[0, 0])),
+            ("class_weights", floats(&[-0.5, 0.3])),
+            ("base_values", floats(&[0.1])),
+            ("classlabels_int64s", ints(&[0, 1])),
+            ("post_transform", Attr::String("LOGISTIC".into())),
+        ]);
+        let y = run_op(
+            "TreeEnsembleClassifier",
+            3,
+            a,
+            vec![tf(&[2, 1], &[0., 2.])],
+            2,
+        )
+        .unwrap();
+        assert_eq!(i64s(&y[0]), vec![0, 1]);
+        // sigmoid(0.4) = 0.598687660112452
+        close(
+            &f32s(&y[1]),
+            &[0.598_687_7, 0.401_312_3, 0.401_312_3, 0.598_687_7],
+        );
     }
 
     #[test]
@@ -2569,6 +2622,10 @@ mod tests {
             ("prob_a", floats(&[-1., -2., -1.5])),
             ("prob_b", floats(&[0.1, 0., -0.1])),
         ]);
+        // an empty batch keeps one probability column per class
+        let y = run_op("SVMClassifier", 1, a.clone(), vec![tf(&[0, 2], &[])], 2).unwrap();
+        assert_eq!(y[0].as_tensor().unwrap().shape(), &[0]);
+        assert_eq!(y[1].as_tensor().unwrap().shape(), &[0, 3]);
         let y = run_op("SVMClassifier", 1, a, vec![x], 2).unwrap();
         assert_eq!(i64s(&y[0]), vec![0, 0]);
         // libsvm/ONNX Runtime pairwise coupling (onnx.reference's version
