@@ -716,7 +716,9 @@ fn whole_scalar_in(inputs: &[Option<&Value>], i: usize) -> OpResult<i64> {
     }
     match t.to_f64_vec()?.as_slice() {
         [x] if x.fract() == 0.0 && x.abs() <= 9.0e15 => Ok(*x as i64),
-        [x] => Err(op_err!("input {i} should hold a whole number but holds {x}")),
+        [x] => Err(op_err!(
+            "input {i} should hold a whole number but holds {x}"
+        )),
         v => Err(op_err!(
             "input {i} should hold one value but holds {}",
             v.len()
