@@ -707,6 +707,25 @@ fn expand(lim: &Limits, t: &Tensor, shape: &[i64]) -> OpResult<Tensor> {
     strided_copy(lim, t, out, 0, &st)
 }
 
+/// A count or axis given as a one-value tensor. Tile-1 types its tiles and
+/// axis like its input (float16, float or double); a float must be whole.
+fn whole_scalar_in(inputs: &[Option<&Value>], i: usize) -> OpResult<i64> {
+    let t = tensor_in(inputs, i)?;
+    if !t.dtype().is_float() {
+        return super::scalar_i64_in(inputs, i);
+    }
+    match t.to_f64_vec()?.as_slice() {
+        [x] if x.fract() == 0.0 && x.abs() <= 9.0e15 => Ok(*x as i64),
+        [x] => Err(op_err!(
+            "input {i} should hold a whole number but holds {x}"
+        )),
+        v => Err(op_err!(
+            "input {i} should hold one value but holds {}",
+            v.len()
+        )),
+    }
+}
+
 fn tile(lim: &Limits, t: &Tensor, repeats: &[i64]) -> OpResult<Tensor> {
     let shape = t.shape();
     if repeats.len() != shape.len() {
@@ -1020,8 +1039,8 @@ pub fn register(r: &mut Registry) {
             // Tile-1: tiles (count) and axis inputs
             return Ok(Box::new(|ctx: &RunCtx, inputs: &[Option<&Value>]| {
                 let t = tensor_in(inputs, 0)?;
-                let tiles = super::scalar_i64_in(inputs, 1)?;
-                let axis = norm_axis(super::scalar_i64_in(inputs, 2)?, t.rank())?;
+                let tiles = whole_scalar_in(inputs, 1)?;
+                let axis = norm_axis(whole_scalar_in(inputs, 2)?, t.rank())?;
                 let mut reps = vec![1i64; t.rank()];
                 reps[axis] = tiles;
                 one(tile(ctx.limits, t, &reps)?)
@@ -1105,6 +1124,19 @@ mod tests {
 
     fn ti(shape: &[usize], v: &[i64]) -> Tensor {
         Tensor::from_vec(shape.to_vec(), v.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn tile_1_counts_may_be_floats() {
+        let whole: Value = Tensor::scalar(3.0f32).into();
+        let int: Value = Tensor::scalar(-1i64).into();
+        let half: Value = Tensor::scalar(2.5f64).into();
+        assert_eq!(whole_scalar_in(&[Some(&whole)], 0).unwrap(), 3);
+        assert_eq!(whole_scalar_in(&[Some(&int)], 0).unwrap(), -1);
+        assert!(whole_scalar_in(&[Some(&half)], 0)
+            .unwrap_err()
+            .0
+            .contains("whole number"));
     }
 
     #[test]
