@@ -4,11 +4,11 @@ use std::path::Path;
 
 use onyx_core::ir::{import_model, validate, Dim, Model, TypeInfo, ValueInfo};
 use onyx_core::ops::Registry;
-use onyx_format::{load_model, ExternalDataDir, LoadLimits};
+use onyx_format::{load_model, LoadLimits};
 
 fn load(path: &Path) -> Result<Model, String> {
     let (proto, dir) = load_model(path, &LoadLimits::default()).map_err(|e| e.0)?;
-    import_model(&proto, Some(&ExternalDataDir::new(dir))).map_err(|e| e.message)
+    import_model(&proto, Some(&dir)).map_err(|e| e.message)
 }
 
 fn describe_type(ty: &Option<TypeInfo>) -> String {

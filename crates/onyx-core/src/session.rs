@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use onyx_format::{decode_model, load_model, save_model, ExternalDataDir, LoadLimits};
+use onyx_format::{decode_model, load_model, save_model, LoadLimits};
 use onyx_tensor::{DType, Value};
 
 use crate::ir::{export_model, import_model_with, Dim, Model, TypeInfo, ValueInfo};
@@ -55,7 +55,6 @@ impl Session {
     /// Loads an .onnx file; external data is read from the file's folder.
     pub fn from_file(path: &Path, options: SessionOptions) -> Result<Session> {
         let (proto, dir) = load_model(path, &options.load_limits)?;
-        let dir = ExternalDataDir::new(dir);
         let model = import_model_with(&proto, Some(&dir), &options.limits)?;
         // the decoded file is no longer needed: free it before planning
         drop(proto);

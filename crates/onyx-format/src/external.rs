@@ -4,20 +4,51 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::FormatError;
 
-/// The folder a model's external data must stay inside.
+/// The location [`crate::load_model`] gives the large inline tensors it
+/// leaves in the model file, to be read one at a time at import. No file can
+/// have this name: paths hold no NUL.
+pub(crate) const IN_MODEL_FILE: &str = "\0model file";
+
+/// The folder a model's external data must stay inside, and the model file
+/// itself, when it was loaded from one.
 #[derive(Clone, Debug)]
 pub struct ExternalDataDir {
     root: PathBuf,
+    model_file: Option<PathBuf>,
 }
 
 impl ExternalDataDir {
     pub fn new(root: impl Into<PathBuf>) -> ExternalDataDir {
-        ExternalDataDir { root: root.into() }
+        ExternalDataDir {
+            root: root.into(),
+            model_file: None,
+        }
+    }
+
+    /// The folder of `model_file`, which may also be read for tensors
+    /// `load_model` left in it.
+    pub(crate) fn of_model_file(model_file: &Path) -> ExternalDataDir {
+        let dir = match model_file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        ExternalDataDir {
+            root: dir,
+            model_file: Some(model_file.to_path_buf()),
+        }
     }
 
     /// Resolves `location` inside the folder, refusing absolute paths, `..`
     /// and symlinks that lead outside.
     fn resolve(&self, location: &str) -> Result<PathBuf, FormatError> {
+        if location == IN_MODEL_FILE {
+            return self.model_file.clone().ok_or_else(|| {
+                FormatError(
+                    "external data location names the model file, which is not read from disk"
+                        .into(),
+                )
+            });
+        }
         let rel = Path::new(location);
         let escapes = rel.components().any(|c| {
             matches!(

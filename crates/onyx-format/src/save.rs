@@ -119,7 +119,7 @@ fn point_to_external(t: &mut TensorProto, location: &str, offset: u64, length: u
 mod tests {
     use super::*;
     use crate::onnx::GraphProto;
-    use crate::{load_model, tensor_from_proto, tensor_to_proto, ExternalDataDir, LoadLimits};
+    use crate::{load_model, tensor_from_proto, tensor_to_proto, LoadLimits};
     use onyx_tensor::Tensor;
 
     fn model_with(tensors: &[(&str, &Tensor)]) -> ModelProto {
@@ -153,11 +153,10 @@ mod tests {
             std::fs::metadata(dir.join("m.onnx.data")).unwrap().len(),
             2048
         );
-        let (loaded, folder) = load_model(&path, &LoadLimits::default()).unwrap();
+        let (loaded, external) = load_model(&path, &LoadLimits::default()).unwrap();
         let inits = &loaded.graph.as_ref().unwrap().initializer;
         assert_eq!(inits[0].data_location(), DataLocation::Default);
         assert_eq!(inits[1].data_location(), DataLocation::External);
-        let external = ExternalDataDir::new(folder);
         assert_eq!(
             tensor_from_proto(&inits[0], Some(&external)).unwrap(),
             small

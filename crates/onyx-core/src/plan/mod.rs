@@ -116,42 +116,66 @@ fn node_reads(n: &Node) -> Vec<String> {
     reads
 }
 
-/// Frees the constants no run reads: those only kernels with a form of their
-/// own read (packed weights), and initializers nothing reads at all. Their
-/// names are forgotten too, so that nothing can look them up by name.
-fn free_unread_consts(
-    consts: &mut [Value],
-    names: &mut HashMap<String, Source>,
-    steps: &[Step],
-    inputs: &[PlanInput],
-    outputs: &[(ValueInfo, Source)],
-) {
-    let mut read = vec![false; consts.len()];
-    let mut mark = |s: &Source| {
-        if let Source::Const(c) = s {
-            read[*c] = true;
+/// Counts, per constant, the places that read its value as stored: node
+/// inputs, subgraphs' outer reads, graph outputs and the defaults of graph
+/// inputs. A kernel that stands in for a constant input gives its count
+/// back; at zero the constant is freed, at once, so that a model's weights
+/// and their packed forms are not all held at the same time while planning.
+struct ConstReaders {
+    pending: Vec<usize>,
+    freed: Vec<bool>,
+}
+
+impl ConstReaders {
+    fn count(g: &Graph, names: &HashMap<String, Source>, inputs: &[PlanInput], n: usize) -> Self {
+        let mut pending = vec![0; n];
+        let mut note = |name: &str| {
+            if let Some(Source::Const(c)) = names.get(name) {
+                pending[*c] += 1;
+            }
+        };
+        for node in &g.nodes {
+            node.inputs.iter().for_each(|i| note(i));
+            for sub in node.subgraphs() {
+                free_names(sub).iter().for_each(|n| note(n));
+            }
         }
-    };
-    for step in steps {
-        step.inputs.iter().flatten().for_each(&mut mark);
-        for sub in step.node.subgraphs() {
-            free_names(sub)
-                .iter()
-                .filter_map(|n| names.get(n))
-                .for_each(&mut mark);
+        g.outputs.iter().for_each(|o| note(&o.name));
+        for c in inputs.iter().filter_map(|i| i.default) {
+            pending[c] += 1;
         }
-    }
-    outputs.iter().for_each(|(_, s)| mark(s));
-    inputs
-        .iter()
-        .filter_map(|i| i.default)
-        .for_each(|c| read[c] = true);
-    for (c, value) in consts.iter_mut().enumerate() {
-        if !read[c] {
-            *value = Value::Optional(None);
+        ConstReaders {
+            pending,
+            freed: vec![false; n],
         }
     }
-    names.retain(|_, s| !matches!(s, Source::Const(c) if !read[*c]));
+
+    /// Frees the constants nothing reads (initializers no node uses).
+    fn free_unread(&mut self, consts: &mut [Value]) {
+        for c in 0..consts.len() {
+            if self.pending[c] == 0 {
+                self.free(c, consts);
+            }
+        }
+    }
+
+    /// One reader of constant `c` no longer needs it as stored.
+    fn release(&mut self, c: usize, consts: &mut [Value]) {
+        self.pending[c] = self.pending[c].saturating_sub(1);
+        if self.pending[c] == 0 {
+            self.free(c, consts);
+        }
+    }
+
+    fn free(&mut self, c: usize, consts: &mut [Value]) {
+        consts[c] = Value::Optional(None);
+        self.freed[c] = true;
+    }
+
+    /// Forgets the names of freed constants, so nothing can look them up.
+    fn forget_names(&self, names: &mut HashMap<String, Source>) {
+        names.retain(|_, s| !matches!(s, Source::Const(c) if self.freed[*c]));
+    }
 }
 
 /// Orders nodes so that each comes after the producers of what it reads.
@@ -321,6 +345,8 @@ impl Planner<'_> {
                 ))),
             }
         };
+        let mut readers = ConstReaders::count(g, &names, &inputs, consts.len());
+        readers.free_unread(&mut consts);
         let mut steps = Vec::with_capacity(order.len());
         let mut last_use: HashMap<usize, usize> = HashMap::new();
         for &i in &order {
@@ -357,7 +383,9 @@ impl Planner<'_> {
             let (kernel, stood_in) = self.build_kernel(node, &const_inputs)?;
             for (i, input) in step_inputs.iter_mut().enumerate() {
                 if i < 64 && stood_in & (1 << i) != 0 {
-                    *input = None;
+                    if let Some(Source::Const(c)) = input.take() {
+                        readers.release(c, &mut consts);
+                    }
                 }
             }
             steps.push(Step {
@@ -387,7 +415,7 @@ impl Planner<'_> {
                 s.frees.push(slot);
             }
         }
-        free_unread_consts(&mut consts, &mut names, &steps, &inputs, &outputs);
+        readers.forget_names(&mut names);
         Ok(Plan {
             inputs,
             outputs,
