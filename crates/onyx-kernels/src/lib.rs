@@ -14,7 +14,7 @@ pub mod parallel;
 pub mod vmath;
 pub mod winograd;
 
-pub use depthwise::{depthwise_plane, Plane2d};
+pub use depthwise::{depthwise, Plane2d};
 pub use gemm::{
     sgemm, sgemm_reference, sgemm_unpacked, Act, Epilogue, GemmError, Isa, MatRef, PackedB,
 };

@@ -19,9 +19,7 @@ use super::{
     one, opt_ints_in, opt_tensor_in, tensor_in, BuildCtx, Kernel, OpResult, Registry, RunCtx,
 };
 use crate::op_err;
-use onyx_kernels::{
-    depthwise_plane, parallel, sgemm, Act, Epilogue, MatRef, PackedB, Plane2d, Winograd3x3,
-};
+use onyx_kernels::{depthwise, sgemm, Act, Epilogue, MatRef, PackedB, Plane2d, Winograd3x3};
 
 fn checked_prod(dims: &[usize]) -> OpResult<usize> {
     numel(dims).ok_or_else(|| op_err!("shape {dims:?} is too large"))
@@ -557,21 +555,17 @@ fn conv_f32(
         }
     }
     if let Some(p) = s.depthwise_plane() {
-        let work: Vec<(usize, &mut [f32])> = out.chunks_mut(plane).enumerate().collect();
-        parallel::for_each(work, |(i, o)| {
-            // output plane i is channel i % m of batch i / m, reading input plane i
-            let ch = i % d.m;
-            let x = &xv[i * d.in_plane..(i + 1) * d.in_plane];
-            depthwise_plane(&p, x, &wv[ch * d.kprod..(ch + 1) * d.kprod], o);
-            if let Some(b) = tail.bias {
-                o.iter_mut().for_each(|v| *v += b[ch]);
-            }
-            if let Some(z) = tail.z {
-                let zp = &z[i * plane..(i + 1) * plane];
-                o.iter_mut().zip(zp).for_each(|(v, &z)| *v += z);
-            }
-            tail.act.apply(o);
-        });
+        // output plane i is channel i % m of batch i / m, reading input plane i
+        let act = if tail.z.is_some() {
+            Act::None
+        } else {
+            tail.act
+        };
+        depthwise(&p, d.m, xv, wv, tail.bias, act, &mut out);
+        if let Some(z) = tail.z {
+            out.iter_mut().zip(z).for_each(|(v, &z)| *v += z);
+            tail.act.apply(&mut out);
+        }
         return Ok(out);
     }
     // output positions per packing: about 8 MiB of packed columns
