@@ -27,6 +27,7 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use crate::parallel;
+use crate::vmath::widest_isa;
 
 /// Products below this many multiply-adds stay on the calling thread: waking
 /// the pool costs a few microseconds.
@@ -250,6 +251,27 @@ impl PackedB {
         p
     }
 
+    /// Runs `f` with a packing whose memory this thread keeps for its next
+    /// call: for an operand packed anew every run (a convolution's im2col
+    /// matrix), so that runs do not allocate and clear it each time.
+    pub fn with_scratch<R>(f: impl FnOnce(&mut PackedB) -> R) -> R {
+        thread_local! {
+            static SCRATCH: std::cell::Cell<Option<PackedB>> = const { std::cell::Cell::new(None) };
+        }
+        // taken out while in use: a nested call (a worker waiting in a split
+        // may run another kernel) gets a packing of its own
+        let mut p = SCRATCH.take().unwrap_or_else(|| PackedB {
+            isa: Isa::detect(),
+            k: 0,
+            n: 0,
+            buf: Vec::new(),
+            off: 0,
+        });
+        let out = f(&mut p);
+        SCRATCH.set(Some(p));
+        out
+    }
+
     /// Packs `b` in place of the current contents, reusing the memory: for
     /// an operand that changes every call.
     pub fn repack(&mut self, b: MatRef) {
@@ -278,8 +300,10 @@ impl PackedB {
         let (_, nr) = self.isa.tile();
         let npanels = n.div_ceil(nr);
         let len = npanels * k * nr;
-        self.buf.clear();
-        self.buf.resize(len + 16, 0.0);
+        // grown, never cleared: every value of the panels is written below
+        if self.buf.len() < len + 16 {
+            self.buf.resize(len + 16, 0.0);
+        }
         let off = match self.buf.as_ptr().align_offset(64) {
             o if o < 16 => o,
             _ => 0,
@@ -290,7 +314,9 @@ impl PackedB {
                 let j0 = (first + i) * nr;
                 let w = nr.min(n - j0);
                 for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
-                    fill(kk, j0, &mut row[..w]);
+                    let (live, past) = row.split_at_mut(w);
+                    fill(kk, j0, live);
+                    past.fill(0.0);
                 }
             }
         };
@@ -350,7 +376,9 @@ pub enum Act {
 }
 
 impl Act {
-    /// Applies the activation to every value of `v`.
+    /// Applies the activation to every value of `v`. Inlined, so that a
+    /// kernel compiled for a wider instruction set vectorises it at its width.
+    #[inline(always)]
     pub fn apply(self, v: &mut [f32]) {
         match self {
             Act::None => {}
@@ -429,6 +457,7 @@ impl Epilogue<'_> {
     }
 
     /// Applies the epilogue to rows `i0..i0+rows`, columns `j0..j0+cols` of C.
+    #[inline(always)]
     pub(crate) fn apply(
         &self,
         c: &mut [f32],
@@ -465,6 +494,26 @@ impl Epilogue<'_> {
             self.act.apply(row);
         }
     }
+}
+
+widest_isa! {
+    /// [`Epilogue::apply`], vectorised for the widest instruction set.
+    pub(crate) fn apply_epilogue => apply_epilogue_body(
+        epi: &Epilogue, c: &mut [f32], ldc: usize, i0: usize, rows: usize, j0: usize, cols: usize
+    )
+}
+
+#[inline(always)]
+fn apply_epilogue_body(
+    epi: &Epilogue,
+    c: &mut [f32],
+    ldc: usize,
+    i0: usize,
+    rows: usize,
+    j0: usize,
+    cols: usize,
+) {
+    epi.apply(c, ldc, i0, rows, j0, cols)
 }
 
 /// Checks C's size for an `m x n` result with rows `ldc` apart.
@@ -598,7 +647,7 @@ pub(crate) fn run_blocks(
                     }
                 }
                 if last {
-                    epi.apply(c, ldc, ic, rows, jc, nc);
+                    apply_epilogue(epi, c, ldc, ic, rows, jc, nc);
                 }
             }
         }
@@ -1075,6 +1124,27 @@ mod tests {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&one), "{threads} threads");
         }
+    }
+
+    #[test]
+    fn scratch_packing_is_reused_across_shapes() {
+        // a larger packing first, of values that would poison a product
+        // reading past the live panels
+        let big = vec![f32::NAN; 40 * 70];
+        PackedB::with_scratch(|p| p.repack(MatRef::row_major(&big, 40, 70).unwrap()));
+        let (m, k, n) = (13, 17, 37);
+        let (av, bv) = (values(m * k, 5), values(k * n, 6));
+        let a = MatRef::row_major(&av, m, k).unwrap();
+        let b = MatRef::row_major(&bv, k, n).unwrap();
+        let mut want = vec![0.0f32; m * n];
+        sgemm_reference(a, b, &mut want, n, false, &Epilogue::default()).unwrap();
+        let got = PackedB::with_scratch(|p| {
+            p.repack(b);
+            let mut c = vec![0.0f32; m * n];
+            sgemm(a, p, &mut c, n, false, &Epilogue::default()).unwrap();
+            c
+        });
+        close(&got, &want, k, "scratch");
     }
 
     #[test]

@@ -570,41 +570,44 @@ fn conv_f32(
     }
     // output positions per packing: about 8 MiB of packed columns
     let per = ((1usize << 21) / inner.max(1)).max(256).min(plane);
-    // the columns' panels, repacked for every chunk
-    let mut pb = PackedB::new(MatRef::row_major(&[], 0, 0).map_err(gemm_err)?);
     let pointwise = s.pointwise();
-    for b in 0..d.n {
-        for gi in 0..d.group {
-            let o0 = (b * d.m + gi * mg) * plane;
-            let a = MatRef::row_major(&wv[gi * mg * inner..], mg, inner).map_err(gemm_err)?;
-            let mut c0 = 0;
-            while c0 < plane {
-                let nc = per.min(plane - c0);
-                if pointwise {
-                    let x0 = (b * d.c + gi * cg) * d.in_plane + c0;
-                    pb.repack(MatRef::new(&xv[x0..], cg, nc, d.in_plane, 1).map_err(gemm_err)?);
-                } else {
-                    pb.repack_with(inner, nc, |r, j0, dst| {
-                        s.fill_row(xv, b, gi, r, c0 + j0, dst)
-                    });
-                }
-                let addend = match tail.z {
-                    Some(z) => {
-                        Some(MatRef::new(&z[o0 + c0..], mg, nc, plane, 1).map_err(gemm_err)?)
+    // the columns' panels, repacked for every chunk
+    PackedB::with_scratch(|pb| -> OpResult<()> {
+        for b in 0..d.n {
+            for gi in 0..d.group {
+                let o0 = (b * d.m + gi * mg) * plane;
+                let a = MatRef::row_major(&wv[gi * mg * inner..], mg, inner).map_err(gemm_err)?;
+                let mut c0 = 0;
+                while c0 < plane {
+                    let nc = per.min(plane - c0);
+                    if pointwise {
+                        let x0 = (b * d.c + gi * cg) * d.in_plane + c0;
+                        let xm = MatRef::new(&xv[x0..], cg, nc, d.in_plane, 1).map_err(gemm_err)?;
+                        pb.repack(xm);
+                    } else {
+                        pb.repack_with(inner, nc, |r, j0, dst| {
+                            s.fill_row(xv, b, gi, r, c0 + j0, dst)
+                        });
                     }
-                    None => None,
-                };
-                let epi = Epilogue {
-                    row_bias: tail.bias.map(|v| &v[gi * mg..(gi + 1) * mg]),
-                    col_bias: None,
-                    addend,
-                    act: tail.act,
-                };
-                sgemm(a, &pb, &mut out[o0 + c0..], plane, false, &epi).map_err(gemm_err)?;
-                c0 += nc;
+                    let addend = match tail.z {
+                        Some(z) => {
+                            Some(MatRef::new(&z[o0 + c0..], mg, nc, plane, 1).map_err(gemm_err)?)
+                        }
+                        None => None,
+                    };
+                    let epi = Epilogue {
+                        row_bias: tail.bias.map(|v| &v[gi * mg..(gi + 1) * mg]),
+                        col_bias: None,
+                        addend,
+                        act: tail.act,
+                    };
+                    sgemm(a, pb, &mut out[o0 + c0..], plane, false, &epi).map_err(gemm_err)?;
+                    c0 += nc;
+                }
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
