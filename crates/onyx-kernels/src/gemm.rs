@@ -357,6 +357,96 @@ impl PackedB {
     }
 }
 
+/// The left-hand operand packed for the micro-kernel, for one instruction
+/// set: its rows in slabs of `MR` (the last zero-padded), each slab k-major
+/// with `MR` values per k. Build it once for a constant weight; it serves
+/// every block of a product as it is.
+#[derive(Clone, Debug)]
+pub struct PackedA {
+    isa: Isa,
+    m: usize,
+    k: usize,
+    buf: Vec<f32>,
+}
+
+impl PackedA {
+    /// Packs `a` (`m x k`) for the fastest path this CPU has.
+    pub fn new(a: MatRef) -> Self {
+        Self::with_isa(Isa::detect(), a)
+    }
+
+    /// Packs `a` for `isa` (the portable path if this CPU cannot run `isa`).
+    pub fn with_isa(isa: Isa, a: MatRef) -> Self {
+        let isa = if isa.available() { isa } else { Isa::Portable };
+        let (mr, _) = isa.tile();
+        let (m, k) = (a.rows, a.cols);
+        let mut buf = vec![0.0f32; m.div_ceil(mr) * mr * k];
+        if k > 0 {
+            for (s, slab) in buf.chunks_exact_mut(mr * k).enumerate() {
+                pack_a(&a, s * mr, mr.min(m - s * mr), 0, k, mr, slab);
+            }
+        }
+        PackedA { isa, m, k, buf }
+    }
+
+    /// Rows of A.
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    /// Columns of A (the inner dimension of the product).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The packed values of rows `i..i + MR` (`i` a multiple of `MR`),
+    /// columns `p0..p0 + kc`.
+    fn slab(&self, i: usize, p0: usize, kc: usize) -> &[f32] {
+        let (mr, _) = self.isa.tile();
+        &self.buf[i * self.k + p0 * mr..][..kc * mr]
+    }
+}
+
+/// The left-hand operand of a product: a view, packed as the product goes,
+/// or rows `i0..i0 + rows` of a packing (`i0` a multiple of `MR`).
+#[derive(Clone, Copy)]
+pub(crate) enum Lhs<'a> {
+    View(MatRef<'a>),
+    Packed {
+        a: &'a PackedA,
+        i0: usize,
+        rows: usize,
+    },
+}
+
+impl Lhs<'_> {
+    fn rows(&self) -> usize {
+        match self {
+            Lhs::View(v) => v.rows,
+            Lhs::Packed { rows, .. } => *rows,
+        }
+    }
+
+    fn cols(&self) -> usize {
+        match self {
+            Lhs::View(v) => v.cols,
+            Lhs::Packed { a, .. } => a.k,
+        }
+    }
+
+    /// Rows `i0..i0 + rows` of this operand (`i0` a multiple of `MR`).
+    fn sub_rows(self, i0: usize, rows: usize) -> Self {
+        match self {
+            Lhs::View(v) => Lhs::View(v.sub_rows(i0, rows)),
+            Lhs::Packed { a, i0: first, .. } => Lhs::Packed {
+                a,
+                i0: first + i0,
+                rows,
+            },
+        }
+    }
+}
+
 /// An activation applied to every result.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum Act {
@@ -557,7 +647,42 @@ pub fn sgemm(
     accumulate: bool,
     epi: &Epilogue,
 ) -> Result<(), GemmError> {
-    let (m, k, n) = (a.rows, a.cols, b.n);
+    product(Lhs::View(a), b, c, ldc, accumulate, epi)
+}
+
+/// [`sgemm`] with A packed too (a constant weight, packed once).
+pub fn sgemm_packed(
+    a: &PackedA,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    epi: &Epilogue,
+) -> Result<(), GemmError> {
+    if a.isa != b.isa {
+        return err(format!(
+            "A is packed for {} but B for {}",
+            a.isa.name(),
+            b.isa.name()
+        ));
+    }
+    let lhs = Lhs::Packed {
+        a,
+        i0: 0,
+        rows: a.m,
+    };
+    product(lhs, b, c, ldc, accumulate, epi)
+}
+
+fn product(
+    a: Lhs,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    epi: &Epilogue,
+) -> Result<(), GemmError> {
+    let (m, k, n) = (a.rows(), a.cols(), b.n);
     if k != b.k {
         return err(format!(
             "inner dimensions differ: A is {m}x{k} but B is {}x{n}",
@@ -605,18 +730,21 @@ pub fn sgemm(
 
 /// The blocked product on the calling thread; sizes already checked.
 pub(crate) fn run_blocks(
-    a: MatRef,
+    a: Lhs,
     b: &PackedB,
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
     epi: &Epilogue,
 ) {
-    let (m, k, n) = (a.rows, a.cols, b.n);
+    let (m, k, n) = (a.rows(), a.cols(), b.n);
     let isa = b.isa;
     let (mr, nr) = isa.tile();
     let panels = b.panels();
-    let mut apack = vec![0.0f32; mr * KC.min(k)];
+    let mut apack = match a {
+        Lhs::View(_) => vec![0.0f32; mr * KC.min(k)],
+        Lhs::Packed { .. } => Vec::new(),
+    };
     let mut tile = [0.0f32; 12 * 32];
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
@@ -626,8 +754,13 @@ pub(crate) fn run_blocks(
             let last = pc + kc == k;
             for ic in (0..m).step_by(mr) {
                 let rows = mr.min(m - ic);
-                let ap = &mut apack[..mr * kc];
-                pack_a(&a, ic, rows, pc, kc, mr, ap);
+                let ap: &[f32] = match a {
+                    Lhs::View(v) => {
+                        pack_a(&v, ic, rows, pc, kc, mr, &mut apack[..mr * kc]);
+                        &apack[..mr * kc]
+                    }
+                    Lhs::Packed { a, i0, .. } => a.slab(i0 + ic, pc, kc),
+                };
                 for jr in (jc..jc + nc).step_by(nr) {
                     let cols = nr.min(n - jr);
                     let bp = &panels[(jr / nr) * k * nr + pc * nr..][..kc * nr];
@@ -1052,15 +1185,17 @@ mod tests {
                 assert_eq!(packed.isa(), isa);
                 let mut got = c0.clone();
                 sgemm(a, &packed, &mut got, ldc, accumulate, &epi).unwrap();
-                close(
-                    &got,
-                    &want,
-                    k,
-                    &format!(
-                        "{} m={m} k={k} n={n} ta={trans_a} tb={trans_b} acc={accumulate}",
-                        isa.name()
-                    ),
+                let what = format!(
+                    "{} m={m} k={k} n={n} ta={trans_a} tb={trans_b} acc={accumulate}",
+                    isa.name()
                 );
+                close(&got, &want, k, &what);
+                // A packed ahead: the same sums in the same order
+                let mut pre = c0.clone();
+                let pa = PackedA::with_isa(isa, a);
+                assert_eq!((pa.m(), pa.k()), (m, k));
+                sgemm_packed(&pa, &packed, &mut pre, ldc, accumulate, &epi).unwrap();
+                assert_eq!(pre, got, "{what}: A packed");
             }
         }
     }
@@ -1123,6 +1258,10 @@ mod tests {
             pool.run(|| sgemm(a, &packed, &mut got, n, false, &epi).unwrap());
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&one), "{threads} threads");
+            let pa = PackedA::new(a);
+            let mut pre = vec![0.0f32; m * n];
+            pool.run(|| sgemm_packed(&pa, &packed, &mut pre, n, false, &epi).unwrap());
+            assert_eq!(bits(&pre), bits(&one), "{threads} threads, A packed");
         }
     }
 

@@ -16,7 +16,8 @@ pub mod winograd;
 
 pub use depthwise::{depthwise, Plane2d};
 pub use gemm::{
-    sgemm, sgemm_reference, sgemm_unpacked, Act, Epilogue, GemmError, Isa, MatRef, PackedB,
+    sgemm, sgemm_packed, sgemm_reference, sgemm_unpacked, Act, Epilogue, GemmError, Isa, MatRef,
+    PackedA, PackedB,
 };
 pub use parallel::ThreadPool;
 pub use winograd::Winograd3x3;
