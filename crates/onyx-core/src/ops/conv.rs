@@ -1829,7 +1829,9 @@ mod tests {
     #[test]
     fn constant_weight_packed_ahead_matches_fed() {
         // pointwise, grouped strided 3x3, and a 1-D convolution
-        let cases: [(&[usize], &[usize], i64, Vec<(&str, Attr)>); 3] = [
+        // (input shape, weight shape, group, attributes)
+        type Case = (&'static [usize], &'static [usize], i64, Vec<(&'static str, Attr)>);
+        let cases: [Case; 3] = [
             (&[1, 24, 9, 7], &[40, 24, 1, 1], 1, vec![]),
             (
                 &[1, 8, 11, 10],
