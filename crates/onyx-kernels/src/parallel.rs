@@ -5,14 +5,17 @@
 //! else the kernels stay on the calling thread. A run of a pool of several
 //! threads moves onto one of them, and for as long as it lasts the others
 //! spin waiting for the parts its kernels split off: a kernel's part is
-//! often shorter than it takes to wake a sleeping thread.
+//! often shorter than it takes to wake a sleeping thread. A run whose last
+//! run was short stays on the caller's thread, as moving it costs a few
+//! microseconds.
 //!
 //! Kernels split by output rows or columns, never along a sum, so the number
 //! of threads never changes a result's bits.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use rayon::prelude::*;
 
@@ -27,7 +30,14 @@ pub struct ThreadPool {
     /// Started on the first run that can use it; None when the threads
     /// could not be started, and then work stays on the caller's thread.
     pool: OnceLock<Option<Arc<rayon::ThreadPool>>>,
+    /// How long the last run took, in nanoseconds (u64::MAX before any).
+    last_run_ns: AtomicU64,
 }
+
+/// Runs that took less than this last time stay on the caller's thread:
+/// moving a run onto the pool costs a few microseconds, which a model of
+/// small operators would feel.
+const MOVE_MIN_NS: u64 = 200_000;
 
 impl ThreadPool {
     /// A pool of `threads` threads; 0 means one per physical core the process
@@ -42,6 +52,7 @@ impl ThreadPool {
         ThreadPool {
             threads,
             pool: OnceLock::new(),
+            last_run_ns: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -66,11 +77,13 @@ impl ThreadPool {
         } else {
             None
         };
-        match pool {
-            // the run moves onto one of the pool's threads, and the others
+        let start = Instant::now();
+        let long = self.last_run_ns.load(Ordering::Relaxed) >= MOVE_MIN_NS;
+        let out = match pool {
+            // a long run moves onto one of the pool's threads, and the others
             // wait for its parts spinning, not asleep: waking a sleeping
             // thread takes longer than many a kernel's part runs
-            Some(p) => p.clone().install(|| {
+            Some(p) if long => p.clone().install(|| {
                 let done = Arc::new(AtomicBool::new(false));
                 let home = rayon::current_thread_index();
                 let flag = done.clone();
@@ -83,8 +96,11 @@ impl ThreadPool {
                 done.store(true, Ordering::Release);
                 out
             }),
-            None => with_pool(None, f),
-        }
+            pool => with_pool(pool, f),
+        };
+        let took = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_run_ns.store(took, Ordering::Relaxed);
+        out
     }
 }
 
@@ -100,11 +116,22 @@ fn default_threads() -> usize {
     num_cpus::get_physical().clamp(1, allowed)
 }
 
-/// Runs the parts other threads split off until `done` is set.
+/// How long a worker waits for a part with none coming before it goes back
+/// to sleeping until woken.
+const SPIN_IDLE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Runs the parts other threads split off until `done` is set, or until
+/// none has come for [`SPIN_IDLE`]. Between checks the thread yields its
+/// core, so that on a busy machine waiting costs the other threads little.
 fn wait_for_parts(done: &AtomicBool) {
+    let mut last = Instant::now();
     while !done.load(Ordering::Acquire) {
-        if rayon::yield_now() != Some(rayon::Yield::Executed) {
-            std::hint::spin_loop();
+        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+            last = Instant::now();
+        } else if last.elapsed() > SPIN_IDLE {
+            return;
+        } else {
+            std::thread::yield_now();
         }
     }
 }
