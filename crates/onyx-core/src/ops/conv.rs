@@ -1830,7 +1830,12 @@ mod tests {
     fn constant_weight_packed_ahead_matches_fed() {
         // pointwise, grouped strided 3x3, and a 1-D convolution
         // (input shape, weight shape, group, attributes)
-        type Case = (&'static [usize], &'static [usize], i64, Vec<(&'static str, Attr)>);
+        type Case = (
+            &'static [usize],
+            &'static [usize],
+            i64,
+            Vec<(&'static str, Attr)>,
+        );
         let cases: [Case; 3] = [
             (&[1, 24, 9, 7], &[40, 24, 1, 1], 1, vec![]),
             (
