@@ -27,6 +27,7 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use crate::parallel;
+use crate::vmath::widest_isa;
 
 /// Products below this many multiply-adds stay on the calling thread: waking
 /// the pool costs a few microseconds.
@@ -250,6 +251,27 @@ impl PackedB {
         p
     }
 
+    /// Runs `f` with a packing whose memory this thread keeps for its next
+    /// call: for an operand packed anew every run (a convolution's im2col
+    /// matrix), so that runs do not allocate and clear it each time.
+    pub fn with_scratch<R>(f: impl FnOnce(&mut PackedB) -> R) -> R {
+        thread_local! {
+            static SCRATCH: std::cell::Cell<Option<PackedB>> = const { std::cell::Cell::new(None) };
+        }
+        // taken out while in use: a nested call (a worker waiting in a split
+        // may run another kernel) gets a packing of its own
+        let mut p = SCRATCH.take().unwrap_or_else(|| PackedB {
+            isa: Isa::detect(),
+            k: 0,
+            n: 0,
+            buf: Vec::new(),
+            off: 0,
+        });
+        let out = f(&mut p);
+        SCRATCH.set(Some(p));
+        out
+    }
+
     /// Packs `b` in place of the current contents, reusing the memory: for
     /// an operand that changes every call.
     pub fn repack(&mut self, b: MatRef) {
@@ -278,8 +300,10 @@ impl PackedB {
         let (_, nr) = self.isa.tile();
         let npanels = n.div_ceil(nr);
         let len = npanels * k * nr;
-        self.buf.clear();
-        self.buf.resize(len + 16, 0.0);
+        // grown, never cleared: every value of the panels is written below
+        if self.buf.len() < len + 16 {
+            self.buf.resize(len + 16, 0.0);
+        }
         let off = match self.buf.as_ptr().align_offset(64) {
             o if o < 16 => o,
             _ => 0,
@@ -290,7 +314,9 @@ impl PackedB {
                 let j0 = (first + i) * nr;
                 let w = nr.min(n - j0);
                 for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
-                    fill(kk, j0, &mut row[..w]);
+                    let (live, past) = row.split_at_mut(w);
+                    fill(kk, j0, live);
+                    past.fill(0.0);
                 }
             }
         };
@@ -331,6 +357,96 @@ impl PackedB {
     }
 }
 
+/// The left-hand operand packed for the micro-kernel, for one instruction
+/// set: its rows in slabs of `MR` (the last zero-padded), each slab k-major
+/// with `MR` values per k. Build it once for a constant weight; it serves
+/// every block of a product as it is.
+#[derive(Clone, Debug)]
+pub struct PackedA {
+    isa: Isa,
+    m: usize,
+    k: usize,
+    buf: Vec<f32>,
+}
+
+impl PackedA {
+    /// Packs `a` (`m x k`) for the fastest path this CPU has.
+    pub fn new(a: MatRef) -> Self {
+        Self::with_isa(Isa::detect(), a)
+    }
+
+    /// Packs `a` for `isa` (the portable path if this CPU cannot run `isa`).
+    pub fn with_isa(isa: Isa, a: MatRef) -> Self {
+        let isa = if isa.available() { isa } else { Isa::Portable };
+        let (mr, _) = isa.tile();
+        let (m, k) = (a.rows, a.cols);
+        let mut buf = vec![0.0f32; m.div_ceil(mr) * mr * k];
+        if k > 0 {
+            for (s, slab) in buf.chunks_exact_mut(mr * k).enumerate() {
+                pack_a(&a, s * mr, mr.min(m - s * mr), 0, k, mr, slab);
+            }
+        }
+        PackedA { isa, m, k, buf }
+    }
+
+    /// Rows of A.
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    /// Columns of A (the inner dimension of the product).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The packed values of rows `i..i + MR` (`i` a multiple of `MR`),
+    /// columns `p0..p0 + kc`.
+    fn slab(&self, i: usize, p0: usize, kc: usize) -> &[f32] {
+        let (mr, _) = self.isa.tile();
+        &self.buf[i * self.k + p0 * mr..][..kc * mr]
+    }
+}
+
+/// The left-hand operand of a product: a view, packed as the product goes,
+/// or rows `i0..i0 + rows` of a packing (`i0` a multiple of `MR`).
+#[derive(Clone, Copy)]
+pub(crate) enum Lhs<'a> {
+    View(MatRef<'a>),
+    Packed {
+        a: &'a PackedA,
+        i0: usize,
+        rows: usize,
+    },
+}
+
+impl Lhs<'_> {
+    fn rows(&self) -> usize {
+        match self {
+            Lhs::View(v) => v.rows,
+            Lhs::Packed { rows, .. } => *rows,
+        }
+    }
+
+    fn cols(&self) -> usize {
+        match self {
+            Lhs::View(v) => v.cols,
+            Lhs::Packed { a, .. } => a.k,
+        }
+    }
+
+    /// Rows `i0..i0 + rows` of this operand (`i0` a multiple of `MR`).
+    fn sub_rows(self, i0: usize, rows: usize) -> Self {
+        match self {
+            Lhs::View(v) => Lhs::View(v.sub_rows(i0, rows)),
+            Lhs::Packed { a, i0: first, .. } => Lhs::Packed {
+                a,
+                i0: first + i0,
+                rows,
+            },
+        }
+    }
+}
+
 /// An activation applied to every result.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum Act {
@@ -350,7 +466,9 @@ pub enum Act {
 }
 
 impl Act {
-    /// Applies the activation to every value of `v`.
+    /// Applies the activation to every value of `v`. Inlined, so that a
+    /// kernel compiled for a wider instruction set vectorises it at its width.
+    #[inline(always)]
     pub fn apply(self, v: &mut [f32]) {
         match self {
             Act::None => {}
@@ -429,6 +547,7 @@ impl Epilogue<'_> {
     }
 
     /// Applies the epilogue to rows `i0..i0+rows`, columns `j0..j0+cols` of C.
+    #[inline(always)]
     pub(crate) fn apply(
         &self,
         c: &mut [f32],
@@ -465,6 +584,26 @@ impl Epilogue<'_> {
             self.act.apply(row);
         }
     }
+}
+
+widest_isa! {
+    /// [`Epilogue::apply`], vectorised for the widest instruction set.
+    pub(crate) fn apply_epilogue => apply_epilogue_body(
+        epi: &Epilogue, c: &mut [f32], ldc: usize, i0: usize, rows: usize, j0: usize, cols: usize
+    )
+}
+
+#[inline(always)]
+fn apply_epilogue_body(
+    epi: &Epilogue,
+    c: &mut [f32],
+    ldc: usize,
+    i0: usize,
+    rows: usize,
+    j0: usize,
+    cols: usize,
+) {
+    epi.apply(c, ldc, i0, rows, j0, cols)
 }
 
 /// Checks C's size for an `m x n` result with rows `ldc` apart.
@@ -508,7 +647,42 @@ pub fn sgemm(
     accumulate: bool,
     epi: &Epilogue,
 ) -> Result<(), GemmError> {
-    let (m, k, n) = (a.rows, a.cols, b.n);
+    product(Lhs::View(a), b, c, ldc, accumulate, epi)
+}
+
+/// [`sgemm`] with A packed too (a constant weight, packed once).
+pub fn sgemm_packed(
+    a: &PackedA,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    epi: &Epilogue,
+) -> Result<(), GemmError> {
+    if a.isa != b.isa {
+        return err(format!(
+            "A is packed for {} but B for {}",
+            a.isa.name(),
+            b.isa.name()
+        ));
+    }
+    let lhs = Lhs::Packed {
+        a,
+        i0: 0,
+        rows: a.m,
+    };
+    product(lhs, b, c, ldc, accumulate, epi)
+}
+
+fn product(
+    a: Lhs,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    epi: &Epilogue,
+) -> Result<(), GemmError> {
+    let (m, k, n) = (a.rows(), a.cols(), b.n);
     if k != b.k {
         return err(format!(
             "inner dimensions differ: A is {m}x{k} but B is {}x{n}",
@@ -556,18 +730,21 @@ pub fn sgemm(
 
 /// The blocked product on the calling thread; sizes already checked.
 pub(crate) fn run_blocks(
-    a: MatRef,
+    a: Lhs,
     b: &PackedB,
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
     epi: &Epilogue,
 ) {
-    let (m, k, n) = (a.rows, a.cols, b.n);
+    let (m, k, n) = (a.rows(), a.cols(), b.n);
     let isa = b.isa;
     let (mr, nr) = isa.tile();
     let panels = b.panels();
-    let mut apack = vec![0.0f32; mr * KC.min(k)];
+    let mut apack = match a {
+        Lhs::View(_) => vec![0.0f32; mr * KC.min(k)],
+        Lhs::Packed { .. } => Vec::new(),
+    };
     let mut tile = [0.0f32; 12 * 32];
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
@@ -577,8 +754,13 @@ pub(crate) fn run_blocks(
             let last = pc + kc == k;
             for ic in (0..m).step_by(mr) {
                 let rows = mr.min(m - ic);
-                let ap = &mut apack[..mr * kc];
-                pack_a(&a, ic, rows, pc, kc, mr, ap);
+                let ap: &[f32] = match a {
+                    Lhs::View(v) => {
+                        pack_a(&v, ic, rows, pc, kc, mr, &mut apack[..mr * kc]);
+                        &apack[..mr * kc]
+                    }
+                    Lhs::Packed { a, i0, .. } => a.slab(i0 + ic, pc, kc),
+                };
                 for jr in (jc..jc + nc).step_by(nr) {
                     let cols = nr.min(n - jr);
                     let bp = &panels[(jr / nr) * k * nr + pc * nr..][..kc * nr];
@@ -598,7 +780,7 @@ pub(crate) fn run_blocks(
                     }
                 }
                 if last {
-                    epi.apply(c, ldc, ic, rows, jc, nc);
+                    apply_epilogue(epi, c, ldc, ic, rows, jc, nc);
                 }
             }
         }
@@ -1003,15 +1185,17 @@ mod tests {
                 assert_eq!(packed.isa(), isa);
                 let mut got = c0.clone();
                 sgemm(a, &packed, &mut got, ldc, accumulate, &epi).unwrap();
-                close(
-                    &got,
-                    &want,
-                    k,
-                    &format!(
-                        "{} m={m} k={k} n={n} ta={trans_a} tb={trans_b} acc={accumulate}",
-                        isa.name()
-                    ),
+                let what = format!(
+                    "{} m={m} k={k} n={n} ta={trans_a} tb={trans_b} acc={accumulate}",
+                    isa.name()
                 );
+                close(&got, &want, k, &what);
+                // A packed ahead: the same sums in the same order
+                let mut pre = c0.clone();
+                let pa = PackedA::with_isa(isa, a);
+                assert_eq!((pa.m(), pa.k()), (m, k));
+                sgemm_packed(&pa, &packed, &mut pre, ldc, accumulate, &epi).unwrap();
+                assert_eq!(pre, got, "{what}: A packed");
             }
         }
     }
@@ -1074,7 +1258,32 @@ mod tests {
             pool.run(|| sgemm(a, &packed, &mut got, n, false, &epi).unwrap());
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&one), "{threads} threads");
+            let pa = PackedA::new(a);
+            let mut pre = vec![0.0f32; m * n];
+            pool.run(|| sgemm_packed(&pa, &packed, &mut pre, n, false, &epi).unwrap());
+            assert_eq!(bits(&pre), bits(&one), "{threads} threads, A packed");
         }
+    }
+
+    #[test]
+    fn scratch_packing_is_reused_across_shapes() {
+        // a larger packing first, of values that would poison a product
+        // reading past the live panels
+        let big = vec![f32::NAN; 40 * 70];
+        PackedB::with_scratch(|p| p.repack(MatRef::row_major(&big, 40, 70).unwrap()));
+        let (m, k, n) = (13, 17, 37);
+        let (av, bv) = (values(m * k, 5), values(k * n, 6));
+        let a = MatRef::row_major(&av, m, k).unwrap();
+        let b = MatRef::row_major(&bv, k, n).unwrap();
+        let mut want = vec![0.0f32; m * n];
+        sgemm_reference(a, b, &mut want, n, false, &Epilogue::default()).unwrap();
+        let got = PackedB::with_scratch(|p| {
+            p.repack(b);
+            let mut c = vec![0.0f32; m * n];
+            sgemm(a, p, &mut c, n, false, &Epilogue::default()).unwrap();
+            c
+        });
+        close(&got, &want, k, "scratch");
     }
 
     #[test]

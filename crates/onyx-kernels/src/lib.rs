@@ -14,9 +14,10 @@ pub mod parallel;
 pub mod vmath;
 pub mod winograd;
 
-pub use depthwise::{depthwise_plane, Plane2d};
+pub use depthwise::{depthwise, Plane2d};
 pub use gemm::{
-    sgemm, sgemm_reference, sgemm_unpacked, Act, Epilogue, GemmError, Isa, MatRef, PackedB,
+    sgemm, sgemm_packed, sgemm_reference, sgemm_unpacked, Act, Epilogue, GemmError, Isa, MatRef,
+    PackedA, PackedB,
 };
 pub use parallel::ThreadPool;
 pub use winograd::Winograd3x3;

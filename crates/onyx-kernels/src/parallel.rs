@@ -2,16 +2,20 @@
 //!
 //! A [`ThreadPool`] belongs to whoever runs kernels (a session). Work done
 //! inside [`ThreadPool::run`] may split across the pool's threads; anywhere
-//! else the kernels stay on the calling thread. A run itself stays on the
-//! caller's thread, so a model of small operators pays nothing for the
-//! pool; only a kernel that splits hands its parts to the pool's workers
-//! (and waits for them).
+//! else the kernels stay on the calling thread. A run of a pool of several
+//! threads moves onto one of them, and for as long as it lasts the others
+//! spin waiting for the parts its kernels split off: a kernel's part is
+//! often shorter than it takes to wake a sleeping thread. A run whose last
+//! run was short stays on the caller's thread, as moving it costs a few
+//! microseconds.
 //!
 //! Kernels split by output rows or columns, never along a sum, so the number
 //! of threads never changes a result's bits.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use rayon::prelude::*;
 
@@ -26,7 +30,14 @@ pub struct ThreadPool {
     /// Started on the first run that can use it; None when the threads
     /// could not be started, and then work stays on the caller's thread.
     pool: OnceLock<Option<Arc<rayon::ThreadPool>>>,
+    /// How long the last run took, in nanoseconds (u64::MAX before any).
+    last_run_ns: AtomicU64,
 }
+
+/// Runs that took less than this last time stay on the caller's thread:
+/// moving a run onto the pool costs a few microseconds, which a model of
+/// small operators would feel.
+const MOVE_MIN_NS: u64 = 200_000;
 
 impl ThreadPool {
     /// A pool of `threads` threads; 0 means one per physical core the process
@@ -41,6 +52,7 @@ impl ThreadPool {
         ThreadPool {
             threads,
             pool: OnceLock::new(),
+            last_run_ns: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -65,7 +77,30 @@ impl ThreadPool {
         } else {
             None
         };
-        with_pool(pool, f)
+        let start = Instant::now();
+        let long = self.last_run_ns.load(Ordering::Relaxed) >= MOVE_MIN_NS;
+        let out = match pool {
+            // a long run moves onto one of the pool's threads, and the others
+            // wait for its parts spinning, not asleep: waking a sleeping
+            // thread takes longer than many a kernel's part runs
+            Some(p) if long => p.clone().install(|| {
+                let done = Arc::new(AtomicBool::new(false));
+                let home = rayon::current_thread_index();
+                let flag = done.clone();
+                p.spawn_broadcast(move |ctx| {
+                    if Some(ctx.index()) != home {
+                        wait_for_parts(&flag)
+                    }
+                });
+                let out = with_pool(Some(p), f);
+                done.store(true, Ordering::Release);
+                out
+            }),
+            pool => with_pool(pool, f),
+        };
+        let took = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_run_ns.store(took, Ordering::Relaxed);
+        out
     }
 }
 
@@ -79,6 +114,26 @@ impl std::fmt::Debug for ThreadPool {
 fn default_threads() -> usize {
     let allowed = std::thread::available_parallelism().map_or(1, |n| n.get());
     num_cpus::get_physical().clamp(1, allowed)
+}
+
+/// How long a worker waits for a part with none coming before it goes back
+/// to sleeping until woken.
+const SPIN_IDLE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Runs the parts other threads split off until `done` is set, or until
+/// none has come for [`SPIN_IDLE`]. Between checks the thread yields its
+/// core, so that on a busy machine waiting costs the other threads little.
+fn wait_for_parts(done: &AtomicBool) {
+    let mut last = Instant::now();
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+            last = Instant::now();
+        } else if last.elapsed() > SPIN_IDLE {
+            return;
+        } else {
+            std::thread::yield_now();
+        }
+    }
 }
 
 /// Runs `f` with the current thread's splitting flag set to `on`, restoring
@@ -106,9 +161,11 @@ pub fn for_each<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync + Send) {
     let pool = CURRENT.with(|c| c.borrow().clone());
     match pool {
         // the pool's workers have no current pool: what they run stays on them
-        Some(p) if items.len() > 1 && p.current_num_threads() > 1 => {
-            p.install(|| items.into_par_iter().with_max_len(1).for_each(f))
-        }
+        Some(p) if items.len() > 1 && p.current_num_threads() > 1 => p.install(|| {
+            // a part already split off stays on the thread that runs it
+            let part = |item| with_pool(None, || f(item));
+            items.into_par_iter().with_max_len(1).for_each(part)
+        }),
         _ => items.into_iter().for_each(f),
     }
 }
@@ -136,7 +193,7 @@ pub fn split_range(n: usize, unit: usize, parts: usize) -> Vec<std::ops::Range<u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     #[test]
     fn ranges_cover_in_units() {
@@ -165,5 +222,34 @@ mod tests {
             })
         });
         assert_eq!(sum.load(Ordering::Relaxed), 5050);
+    }
+
+    #[test]
+    fn concurrent_and_nested_runs_finish() {
+        // runs from several threads at once share one pool, and a part may
+        // start a run of its own: every one must finish, each item once
+        let pool = ThreadPool::new(2);
+        let sum = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        pool.run(|| {
+                            for_each((1..=10).collect(), |i: usize| {
+                                let inner = pool.run(|| {
+                                    let part = AtomicUsize::new(0);
+                                    for_each(vec![i, i], |v| {
+                                        part.fetch_add(v, Ordering::Relaxed);
+                                    });
+                                    part.load(Ordering::Relaxed)
+                                });
+                                sum.fetch_add(inner, Ordering::Relaxed);
+                            })
+                        });
+                    }
+                });
+            }
+        });
+        assert_eq!(sum.load(Ordering::Relaxed), 4 * 50 * 2 * 55);
     }
 }

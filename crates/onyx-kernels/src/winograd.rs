@@ -18,7 +18,7 @@
 //! sum, so the bits do not depend on the thread count.
 
 use crate::depthwise::Plane2d;
-use crate::gemm::{run_blocks, Epilogue, GemmError, MatRef, PackedB};
+use crate::gemm::{apply_epilogue, run_blocks, Epilogue, GemmError, Lhs, MatRef, PackedB};
 use crate::parallel;
 use crate::vmath::widest_isa;
 
@@ -160,7 +160,7 @@ impl Winograd3x3 {
         parallel::for_each(items, |(xi, dst)| {
             // rows of V_ξ are POS * c apart; the view lies inside v
             if let Ok(a) = MatRef::new(&v[xi * c..], tiles.count, c, POS * c, 1) {
-                run_blocks(a, &self.u[xi], dst, m, false, &none);
+                run_blocks(Lhs::View(a), &self.u[xi], dst, m, false, &none);
             }
         });
 
@@ -174,7 +174,7 @@ impl Winograd3x3 {
         parallel::for_each(groups, |(m0, o)| {
             let lanes = LANES.min(m - m0);
             transform_outputs(p, prod, m, m0, lanes, tiles, o);
-            epi.rows(m0, lanes).apply(o, plane, 0, lanes, 0, plane);
+            apply_epilogue(&epi.rows(m0, lanes), o, plane, 0, lanes, 0, plane);
         });
         Ok(())
     }

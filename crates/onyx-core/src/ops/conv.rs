@@ -20,7 +20,7 @@ use super::{
 };
 use crate::op_err;
 use onyx_kernels::{
-    depthwise_plane, parallel, sgemm, Act, Epilogue, MatRef, PackedB, Plane2d, Winograd3x3,
+    depthwise, sgemm, sgemm_packed, Act, Epilogue, MatRef, PackedA, PackedB, Plane2d, Winograd3x3,
 };
 
 fn checked_prod(dims: &[usize]) -> OpResult<usize> {
@@ -93,19 +93,19 @@ struct ConvDims {
     out_plane: usize,
 }
 
+/// `w` is the weight's shape.
 fn conv_dims(
     rc: &RunCtx,
     x: &Tensor,
-    w: &Tensor,
+    w: &[usize],
     group: usize,
     g: &Geometry,
 ) -> OpResult<ConvDims> {
     let (n, c, sp) = nc_input(x, "convolution")?;
-    let m = w.shape()[0];
-    if w.shape()[1].checked_mul(group) != Some(c) {
+    let m = w[0];
+    if w[1].checked_mul(group) != Some(c) {
         return Err(op_err!(
-            "weights {:?} with group {group} do not match {c} input channels",
-            w.shape()
+            "weights {w:?} with group {group} do not match {c} input channels"
         ));
     }
     if !m.is_multiple_of(group) {
@@ -334,15 +334,15 @@ fn group_attr(ctx: &BuildCtx) -> OpResult<usize> {
     usize::try_from(g).map_err(|_| op_err!("group {g} is too large"))
 }
 
-fn weight_kernel(x: &Tensor, w: &Tensor) -> OpResult<Vec<usize>> {
-    if w.rank() != x.rank() || x.rank() < 3 {
+/// The kernel dims of a weight of shape `w`.
+fn weight_kernel(x: &Tensor, w: &[usize]) -> OpResult<Vec<usize>> {
+    if w.len() != x.rank() || x.rank() < 3 {
         return Err(op_err!(
-            "weights of shape {:?} and input of shape {:?} should both have the same rank of 3 or more",
-            w.shape(),
+            "weights of shape {w:?} and input of shape {:?} should both have the same rank of 3 or more",
             x.shape()
         ));
     }
-    let k = w.shape()[2..].to_vec();
+    let k = w[2..].to_vec();
     if k.contains(&0) {
         return Err(op_err!("kernel shape {k:?} has a zero dim"));
     }
@@ -384,10 +384,11 @@ struct ConvSetup {
 }
 
 impl ConvSetup {
+    /// `w` is the weight's shape.
     fn new(
         rc: &RunCtx,
         x: &Tensor,
-        w: &Tensor,
+        w: &[usize],
         group: usize,
         attrs: &WindowAttrs,
     ) -> OpResult<ConvSetup> {
@@ -497,7 +498,7 @@ pub(crate) fn conv_run<F: Num>(
     group: usize,
     attrs: &WindowAttrs,
 ) -> OpResult<(Vec<F>, Vec<usize>)> {
-    let s = ConvSetup::new(rc, x, w, group, attrs)?;
+    let s = ConvSetup::new(rc, x, w.shape(), group, attrs)?;
     let out = conv_with_cols(&s.d, wv, bias, s.chunk(), |b, gi, c0, nc, col| {
         s.fill(xv, b, gi, c0, nc, col)
     });
@@ -513,6 +514,54 @@ struct ConvTail<'a> {
     act: Act,
 }
 
+/// A constant f32 weight packed once, per group, as the GEMM's left-hand
+/// operand; the plan then frees the weight as stored. Depthwise weights
+/// (read directly) and those Winograd may take stay as they are.
+struct PackedConvWeight {
+    shape: Vec<usize>,
+    groups: Vec<PackedA>,
+}
+
+impl PackedConvWeight {
+    /// Packs the node's constant weight when it is such a weight, and tells
+    /// the plan that the kernel stands in for it.
+    fn absorb(ctx: &BuildCtx, group: usize, winograd: bool) -> Option<PackedConvWeight> {
+        let w = ctx.const_input(1)?;
+        let depthwise = w.shape().get(1) == Some(&1) && w.shape().first() == Some(&group);
+        if winograd || depthwise {
+            return None;
+        }
+        let packed = PackedConvWeight::new(w, group)?;
+        ctx.stand_in_for(1);
+        Some(packed)
+    }
+
+    /// `w` packed per group; `None` when it is not an f32 weight of rank 3
+    /// or more whose output channels split into `group` groups.
+    fn new(w: &Tensor, group: usize) -> Option<PackedConvWeight> {
+        let shape = w.shape().to_vec();
+        if shape.len() < 3 || group == 0 || !shape[0].is_multiple_of(group) {
+            return None;
+        }
+        let v = w.as_slice::<f32>().ok()?;
+        let (mg, inner) = (shape[0] / group, numel(&shape[1..])?);
+        let groups = (0..group)
+            .map(|gi| {
+                let rows = v.get(gi * mg * inner..(gi + 1) * mg * inner)?;
+                MatRef::row_major(rows, mg, inner).ok().map(PackedA::new)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(PackedConvWeight { shape, groups })
+    }
+}
+
+/// An f32 convolution's weight: its values, or packed ahead.
+#[derive(Clone, Copy)]
+enum ConvWeight<'a> {
+    Plain(&'a [f32]),
+    Packed(&'a PackedConvWeight),
+}
+
 /// The f32 convolution, with the tail applied while each block of output
 /// is still in cache. A depthwise 2-D convolution runs a direct kernel per
 /// channel; one that `wino` (the constant weight, transformed) fits runs
@@ -524,7 +573,7 @@ struct ConvTail<'a> {
 fn conv_f32(
     s: &ConvSetup,
     xv: &[f32],
-    wv: &[f32],
+    w: ConvWeight,
     wino: Option<&Winograd3x3>,
     tail: ConvTail,
 ) -> OpResult<Vec<f32>> {
@@ -556,61 +605,70 @@ fn conv_f32(
             return Ok(out);
         }
     }
-    if let Some(p) = s.depthwise_plane() {
-        let work: Vec<(usize, &mut [f32])> = out.chunks_mut(plane).enumerate().collect();
-        parallel::for_each(work, |(i, o)| {
-            // output plane i is channel i % m of batch i / m, reading input plane i
-            let ch = i % d.m;
-            let x = &xv[i * d.in_plane..(i + 1) * d.in_plane];
-            depthwise_plane(&p, x, &wv[ch * d.kprod..(ch + 1) * d.kprod], o);
-            if let Some(b) = tail.bias {
-                o.iter_mut().for_each(|v| *v += b[ch]);
-            }
-            if let Some(z) = tail.z {
-                let zp = &z[i * plane..(i + 1) * plane];
-                o.iter_mut().zip(zp).for_each(|(v, &z)| *v += z);
-            }
-            tail.act.apply(o);
-        });
+    if let (Some(p), ConvWeight::Plain(wv)) = (s.depthwise_plane(), w) {
+        // output plane i is channel i % m of batch i / m, reading input plane i
+        let act = if tail.z.is_some() {
+            Act::None
+        } else {
+            tail.act
+        };
+        depthwise(&p, d.m, xv, wv, tail.bias, act, &mut out);
+        if let Some(z) = tail.z {
+            out.iter_mut().zip(z).for_each(|(v, &z)| *v += z);
+            tail.act.apply(&mut out);
+        }
         return Ok(out);
     }
     // output positions per packing: about 8 MiB of packed columns
     let per = ((1usize << 21) / inner.max(1)).max(256).min(plane);
-    // the columns' panels, repacked for every chunk
-    let mut pb = PackedB::new(MatRef::row_major(&[], 0, 0).map_err(gemm_err)?);
     let pointwise = s.pointwise();
-    for b in 0..d.n {
-        for gi in 0..d.group {
-            let o0 = (b * d.m + gi * mg) * plane;
-            let a = MatRef::row_major(&wv[gi * mg * inner..], mg, inner).map_err(gemm_err)?;
-            let mut c0 = 0;
-            while c0 < plane {
-                let nc = per.min(plane - c0);
-                if pointwise {
-                    let x0 = (b * d.c + gi * cg) * d.in_plane + c0;
-                    pb.repack(MatRef::new(&xv[x0..], cg, nc, d.in_plane, 1).map_err(gemm_err)?);
-                } else {
-                    pb.repack_with(inner, nc, |r, j0, dst| {
-                        s.fill_row(xv, b, gi, r, c0 + j0, dst)
-                    });
-                }
-                let addend = match tail.z {
-                    Some(z) => {
-                        Some(MatRef::new(&z[o0 + c0..], mg, nc, plane, 1).map_err(gemm_err)?)
+    // the columns' panels, repacked for every chunk
+    PackedB::with_scratch(|pb| -> OpResult<()> {
+        for b in 0..d.n {
+            for gi in 0..d.group {
+                let o0 = (b * d.m + gi * mg) * plane;
+                let mut c0 = 0;
+                while c0 < plane {
+                    let nc = per.min(plane - c0);
+                    if pointwise {
+                        let x0 = (b * d.c + gi * cg) * d.in_plane + c0;
+                        let xm = MatRef::new(&xv[x0..], cg, nc, d.in_plane, 1).map_err(gemm_err)?;
+                        pb.repack(xm);
+                    } else {
+                        pb.repack_with(inner, nc, |r, j0, dst| {
+                            s.fill_row(xv, b, gi, r, c0 + j0, dst)
+                        });
                     }
-                    None => None,
-                };
-                let epi = Epilogue {
-                    row_bias: tail.bias.map(|v| &v[gi * mg..(gi + 1) * mg]),
-                    col_bias: None,
-                    addend,
-                    act: tail.act,
-                };
-                sgemm(a, &pb, &mut out[o0 + c0..], plane, false, &epi).map_err(gemm_err)?;
-                c0 += nc;
+                    let addend = match tail.z {
+                        Some(z) => {
+                            Some(MatRef::new(&z[o0 + c0..], mg, nc, plane, 1).map_err(gemm_err)?)
+                        }
+                        None => None,
+                    };
+                    let epi = Epilogue {
+                        row_bias: tail.bias.map(|v| &v[gi * mg..(gi + 1) * mg]),
+                        col_bias: None,
+                        addend,
+                        act: tail.act,
+                    };
+                    let c = &mut out[o0 + c0..];
+                    match w {
+                        ConvWeight::Plain(wv) => {
+                            let a = MatRef::row_major(&wv[gi * mg * inner..], mg, inner)
+                                .map_err(gemm_err)?;
+                            sgemm(a, pb, c, plane, false, &epi)
+                        }
+                        ConvWeight::Packed(p) => {
+                            sgemm_packed(&p.groups[gi], pb, c, plane, false, &epi)
+                        }
+                    }
+                    .map_err(gemm_err)?;
+                    c0 += nc;
+                }
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -719,24 +777,31 @@ fn build_conv_op(ctx: &BuildCtx, fused: bool) -> OpResult<Box<dyn Kernel>> {
     };
     let op = if fused { "FusedConv" } else { "Conv" };
     let wino = LazyWinograd::for_node(ctx, &attrs, group);
+    let packed = PackedConvWeight::absorb(ctx, group, wino.is_some());
     Ok(Box::new(move |rc: &RunCtx, inputs: &[Option<&Value>]| {
         let x = tensor_in(inputs, 0)?;
-        let w = tensor_in(inputs, 1)?;
-        if !x.dtype().is_float() || w.dtype() != x.dtype() {
+        // the weight as stored, unless the kernel packed it at build
+        let (w, w_dtype, w_shape) = match &packed {
+            Some(p) => (None, DType::Float, p.shape.as_slice()),
+            None => {
+                let w = tensor_in(inputs, 1)?;
+                (Some(w), w.dtype(), w.shape())
+            }
+        };
+        if !x.dtype().is_float() || w_dtype != x.dtype() {
             return Err(op_err!(
-                "{op} needs float inputs of one type but got {} and {}",
+                "{op} needs float inputs of one type but got {} and {w_dtype}",
                 x.dtype(),
-                w.dtype()
             ));
         }
-        let m = w.shape().first().copied().unwrap_or(0);
+        let m = w_shape.first().copied().unwrap_or(0);
         let bias = bias_in(inputs, 2, m)?;
         let z = if fused {
             opt_tensor_in(inputs, 3)?
         } else {
             None
         };
-        let s = ConvSetup::new(rc, x, w, group, &attrs)?;
+        let s = ConvSetup::new(rc, x, w_shape, group, &attrs)?;
         let shape = s.out_shape();
         if let Some(z) = z {
             if z.shape() != shape.as_slice() || z.dtype() != x.dtype() {
@@ -755,11 +820,20 @@ fn build_conv_op(ctx: &BuildCtx, fused: bool) -> OpResult<Box<dyn Kernel>> {
                 z: z.map(|z| z.as_slice::<f32>()).transpose()?,
                 act,
             };
-            let wv = w.as_slice::<f32>()?;
-            let wino = wino.as_ref().and_then(|f| f.get(&s, wv));
-            let out = conv_f32(&s, x.as_slice::<f32>()?, wv, wino, tail)?;
+            let (weight, wino) = match (w, &packed) {
+                (Some(w), _) => {
+                    let wv = w.as_slice::<f32>()?;
+                    let wino = wino.as_ref().and_then(|f| f.get(&s, wv));
+                    (ConvWeight::Plain(wv), wino)
+                }
+                (None, Some(p)) => (ConvWeight::Packed(p), None),
+                (None, None) => return Err(op_err!("{op} has no weight")),
+            };
+            let out = conv_f32(&s, x.as_slice::<f32>()?, weight, wino, tail)?;
             return one(Tensor::from_vec(shape, out)?);
         }
+        // only an f32 weight is packed, and then x is f32 too
+        let w = w.ok_or_else(|| op_err!("{op} has no weight"))?;
         let (xv, wv) = (x.to_f64_vec()?, w.to_f64_vec()?);
         let mut out = conv_with_cols(
             &s.d,
@@ -939,7 +1013,7 @@ fn build_conv_transpose(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
         }
         let (n, c, sp) = nc_input(x, "ConvTranspose")?;
         let nd = sp.len();
-        let kernel = weight_kernel(x, w)?;
+        let kernel = weight_kernel(x, w.shape())?;
         check_kernel_attr(&attrs.kernel, &kernel)?;
         if w.shape()[0] != c || c % group != 0 {
             return Err(op_err!(
@@ -1182,10 +1256,10 @@ fn build_deform_conv(ctx: &BuildCtx) -> OpResult<Box<dyn Kernel>> {
         if !x.dtype().is_float() {
             return Err(op_err!("DeformConv needs float inputs, got {}", x.dtype()));
         }
-        let kernel = weight_kernel(x, w)?;
+        let kernel = weight_kernel(x, w.shape())?;
         check_kernel_attr(&attrs.kernel, &kernel)?;
         let g = attrs.geometry(&x.shape()[2..], Some(&kernel))?;
-        let d = conv_dims(rc, x, w, group, &g)?;
+        let d = conv_dims(rc, x, w.shape(), group, &g)?;
         if d.c % og != 0 {
             return Err(op_err!(
                 "{} input channels cannot be split into {og} offset groups",
@@ -1656,7 +1730,7 @@ mod tests {
             let (want, shape) =
                 conv_run(&rc, &x, &x64, &w, &w64, Some(&b64), group, &attrs).unwrap();
             let z = values(want.len(), i as u64 + 7);
-            let s = ConvSetup::new(&rc, &x, &w, group, &attrs).unwrap();
+            let s = ConvSetup::new(&rc, &x, w.shape(), group, &attrs).unwrap();
             assert_eq!(s.out_shape(), shape);
             let tail = ConvTail {
                 bias: Some(&bias),
@@ -1670,8 +1744,17 @@ mod tests {
             let plane = s.plane_2d();
             winograd_cases +=
                 usize::from(wino.is_some() && plane.is_some_and(|p| Winograd3x3::fits(&p)));
+            // the weight packed ahead, for all but the depthwise cases
+            let packed =
+                (ws[1] != 1 || ws[0] != group).then(|| PackedConvWeight::new(&w, group).unwrap());
             for wino in [None, wino.as_ref()] {
-                let one = conv_f32(&s, &xv, &wv, wino, tail).unwrap();
+                let one = conv_f32(&s, &xv, ConvWeight::Plain(&wv), wino, tail).unwrap();
+                if let Some(p) = &packed {
+                    let pre = conv_f32(&s, &xv, ConvWeight::Packed(p), None, tail).unwrap();
+                    if wino.is_none() {
+                        assert_eq!(pre, one, "case {i}: packed weight");
+                    }
+                }
                 for (j, (g, w)) in one.iter().zip(&want).enumerate() {
                     let w = w + f64::from(z[j]);
                     let w = if w < 0.0 { 0.5 * w } else { w };
@@ -1681,7 +1764,7 @@ mod tests {
                     );
                 }
                 let three = onyx_kernels::ThreadPool::new(3)
-                    .run(|| conv_f32(&s, &xv, &wv, wino, tail).unwrap());
+                    .run(|| conv_f32(&s, &xv, ConvWeight::Plain(&wv), wino, tail).unwrap());
                 assert_eq!(three, one, "case {i}: 3 threads");
             }
         }
@@ -1693,24 +1776,36 @@ mod tests {
         let (xs, ws) = ([1, 16, 20, 20], [32, 16, 3, 3]);
         let x = Tensor::from_vec(xs.to_vec(), values(numel(&xs).unwrap(), 1)).unwrap();
         let w = Tensor::from_vec(ws.to_vec(), values(numel(&ws).unwrap(), 2)).unwrap();
-        let node = || {
-            attr_node(
-                "Conv",
-                "",
-                &["x", "w"],
-                &["y"],
-                vec![("pads", Attr::Ints(vec![1; 4]))],
-            )
-        };
+        let node = attr_node(
+            "Conv",
+            "",
+            &["x", "w"],
+            &["y"],
+            vec![("pads", Attr::Ints(vec![1; 4]))],
+        );
         // w fed at run time: the im2col GEMM
-        let fed = run_graph(vec![node()], &[("x", x.clone()), ("w", w.clone())]);
+        let fed = run_graph(vec![node.clone()], &[("x", x.clone()), ("w", w.clone())]);
         // w an initializer: transformed on the first run, Winograd then
+        let out = run_with_constant_weight(node, x, w);
+        let (a, b) = (fed.as_slice::<f32>().unwrap(), out.as_slice());
+        assert!(a
+            .iter()
+            .zip(b)
+            .all(|(p, q)| (p - q).abs() <= 1e-4 * (1.0 + p.abs())));
+        // the two paths round differently, so equal bits would mean the
+        // constant weight did not take the Winograd path
+        assert_ne!(a, b);
+    }
+
+    /// Runs `node` (reading inputs x and w) in a session where w is an
+    /// initializer; returns its output.
+    fn run_with_constant_weight(node: Node, x: Tensor, w: Tensor) -> Vec<f32> {
         let vi = |n: &str| ValueInfo {
             name: n.into(),
             ty: None,
         };
         let graph = Graph {
-            nodes: vec![node()],
+            nodes: vec![node],
             inputs: vec![vi("x")],
             outputs: vec![vi("y")],
             initializers: vec![("w".into(), w)],
@@ -1723,17 +1818,51 @@ mod tests {
         };
         let s = Session::from_model(model, SessionOptions::default()).unwrap();
         let out = s.run(vec![("x".to_string(), Value::from(x))]).unwrap();
-        let (a, b) = (
-            fed.as_slice::<f32>().unwrap(),
-            out[0].as_tensor().unwrap().as_slice::<f32>().unwrap(),
+        out[0]
+            .as_tensor()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn constant_weight_packed_ahead_matches_fed() {
+        // pointwise, grouped strided 3x3, and a 1-D convolution
+        // (input shape, weight shape, group, attributes)
+        type Case = (
+            &'static [usize],
+            &'static [usize],
+            i64,
+            Vec<(&'static str, Attr)>,
         );
-        assert!(a
-            .iter()
-            .zip(b)
-            .all(|(p, q)| (p - q).abs() <= 1e-4 * (1.0 + p.abs())));
-        // the two paths round differently, so equal bits would mean the
-        // constant weight did not take the Winograd path
-        assert_ne!(a, b);
+        let cases: [Case; 3] = [
+            (&[1, 24, 9, 7], &[40, 24, 1, 1], 1, vec![]),
+            (
+                &[1, 8, 11, 10],
+                &[12, 4, 3, 3],
+                2,
+                vec![
+                    ("strides", Attr::Ints(vec![2, 2])),
+                    ("pads", Attr::Ints(vec![1; 4])),
+                ],
+            ),
+            (&[2, 6, 30], &[5, 6, 3], 1, vec![]),
+        ];
+        for (i, (xs, ws, group, mut attrs)) in cases.into_iter().enumerate() {
+            let x = Tensor::from_vec(xs.to_vec(), values(numel(xs).unwrap(), i as u64)).unwrap();
+            let w = Tensor::from_vec(ws.to_vec(), values(numel(ws).unwrap(), 9)).unwrap();
+            attrs.push(("group", Attr::Int(group)));
+            let node = attr_node("Conv", "", &["x", "w"], &["y"], attrs);
+            let fed = run_graph(vec![node.clone()], &[("x", x.clone()), ("w", w.clone())]);
+            let packed = run_with_constant_weight(node, x, w);
+            // the same sums in the same order
+            assert_eq!(
+                fed.as_slice::<f32>().unwrap(),
+                packed.as_slice(),
+                "case {i}"
+            );
+        }
     }
 
     #[test]
