@@ -1567,15 +1567,13 @@ pub fn register(r: &mut Registry) {
             let check = |n, s| ctx.check_alloc(n, s);
             let a = tensor_in(inputs, 0)?;
             match &weight {
+                // only the type error is renamed; shape errors stay as they are
+                Some(_) if a.dtype() != DType::Float => Err(op_err!(
+                    "operands have different element types {} and float",
+                    a.dtype()
+                )),
                 Some(w) => {
-                    let (shape, out) = Right::Weight(w)
-                        .product(&check, a, &Epilogue::default())
-                        .map_err(|_| {
-                            op_err!(
-                                "operands have different element types {} and float",
-                                a.dtype()
-                            )
-                        })?;
+                    let (shape, out) = Right::Weight(w).product(&check, a, &Epilogue::default())?;
                     one(Tensor::from_vec(shape, out)?)
                 }
                 None => one(matmul(&check, a, tensor_in(inputs, 1)?)?),

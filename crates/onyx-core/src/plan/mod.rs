@@ -122,8 +122,8 @@ fn node_reads(n: &Node) -> Vec<String> {
 /// back; at zero the constant is freed, at once, so that a model's weights
 /// and their packed forms are not all held at the same time while planning.
 struct ConstReaders {
+    /// Per constant; zero means freed.
     pending: Vec<usize>,
-    freed: Vec<bool>,
 }
 
 impl ConstReaders {
@@ -135,26 +135,20 @@ impl ConstReaders {
             }
         };
         for node in &g.nodes {
-            node.inputs.iter().for_each(|i| note(i));
-            for sub in node.subgraphs() {
-                free_names(sub).iter().for_each(|n| note(n));
-            }
+            node_reads(node).iter().for_each(|n| note(n));
         }
         g.outputs.iter().for_each(|o| note(&o.name));
         for c in inputs.iter().filter_map(|i| i.default) {
             pending[c] += 1;
         }
-        ConstReaders {
-            pending,
-            freed: vec![false; n],
-        }
+        ConstReaders { pending }
     }
 
     /// Frees the constants nothing reads (initializers no node uses).
-    fn free_unread(&mut self, consts: &mut [Value]) {
-        for c in 0..consts.len() {
-            if self.pending[c] == 0 {
-                self.free(c, consts);
+    fn free_unread(&self, consts: &mut [Value]) {
+        for (value, &n) in consts.iter_mut().zip(&self.pending) {
+            if n == 0 {
+                *value = Value::Optional(None);
             }
         }
     }
@@ -163,18 +157,13 @@ impl ConstReaders {
     fn release(&mut self, c: usize, consts: &mut [Value]) {
         self.pending[c] = self.pending[c].saturating_sub(1);
         if self.pending[c] == 0 {
-            self.free(c, consts);
+            consts[c] = Value::Optional(None);
         }
-    }
-
-    fn free(&mut self, c: usize, consts: &mut [Value]) {
-        consts[c] = Value::Optional(None);
-        self.freed[c] = true;
     }
 
     /// Forgets the names of freed constants, so nothing can look them up.
     fn forget_names(&self, names: &mut HashMap<String, Source>) {
-        names.retain(|_, s| !matches!(s, Source::Const(c) if self.freed[*c]));
+        names.retain(|_, s| !matches!(s, Source::Const(c) if self.pending[*c] == 0));
     }
 }
 
